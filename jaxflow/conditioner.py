@@ -1,0 +1,72 @@
+"""The conditioner ``theta``: an MLP mapping the conditioning half to shift ``t`` and raw scale ``s``.
+
+Parameter layout (Flax ``Dense``, kernels are ``(in, out)``)::
+
+    input     kernel (D - d, H)   bias (H,)
+    hidden_k  kernel (H, H)       bias (H,)      k = 0 .. num_hidden - 1
+    dims      kernel (H, 2 d)     bias (2 d,)    columns [t_1 .. t_d | s_1 .. s_d]
+
+The last layer is *blocked*: its first ``d`` outputs are ``t`` and its last ``d`` are ``s``.
+The article's torch code instead reads its output interleaved (``reshape(..., d, 2)``:
+``t = out[..., 0]``, ``s = out[..., 1]``); :mod:`torchref.convert` permutes the rows between the
+two layouts, and that is the only place the layouts meet.
+
+Initialisation matches ``torch.nn.Linear``'s default in distribution: kernel and bias both
+``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Conditioner"]
+
+
+def _torch_linear_bias_init(fan_in: int):
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+_torch_linear_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+class Conditioner(nn.Module):
+    """``x1 (..., D - d) -> (t, s)``, each ``(..., d)``."""
+
+    in_dim: int
+    out_dim: int
+    hidden_dim: int
+    num_hidden: int
+    negative_slope: float = 0.01
+    zero_last: bool = False
+    param_dtype: Any = jnp.float32
+    compute_dtype: Optional[Any] = None
+
+    def _dense(self, features: int, fan_in: int, name: str, zero: bool = False) -> nn.Dense:
+        return nn.Dense(
+            features,
+            dtype=self.compute_dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=nn.initializers.zeros if zero else _torch_linear_kernel_init,
+            bias_init=nn.initializers.zeros if zero else _torch_linear_bias_init(fan_in),
+            name=name,
+        )
+
+    @nn.compact
+    def __call__(self, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
+        act = lambda h: nn.leaky_relu(h, self.negative_slope)
+        h = act(self._dense(self.hidden_dim, self.in_dim, "input")(x1))
+        for k in range(self.num_hidden):
+            h = act(self._dense(self.hidden_dim, self.hidden_dim, f"hidden_{k}")(h))
+        out = self._dense(2 * self.out_dim, self.hidden_dim, "dims", zero=self.zero_last)(h)
+        t, s = jnp.split(out, 2, axis=-1)
+        return t, s
