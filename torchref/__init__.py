@@ -1,0 +1,70 @@
+"""torchref: the article's affine-coupling normalizing flow in PyTorch, defects fixed.
+
+The reference implementation that ``parity_tests/`` compares jaxflow with. It keeps the
+article's names, constructor signatures, methods and attribute names
+(``NormalizingFlow(latent, flows)``, ``AffineCouplingLayer(theta, split)``,
+``Conditioner(in_dim, out_dim, num_hidden, hidden_dim, num_params)``; ``f``, ``g``, ``g_steps``,
+``log_prob``, ``sample``, ``latent_log_prob``, ``latent_sample``, ``__len__``), so a
+``state_dict`` reads ``flows.0.theta.input.weight``, ``flows.0.theta.hidden.1.bias``, ...
+
+>>> import torch, torchref
+>>> model = torchref.build_flow(dim=5, num_flows=4, hidden_dim=32, num_hidden=2, scale="tanh")
+>>> flow, params = torchref.to_jax(model)          # jaxflow.RealNVP spec and params pytree
+>>> back = torchref.from_jax(flow, params)         # an equal torch model
+
+Deviations from the article
+---------------------------
+Each is demonstrated on a verbatim copy of the article's code in
+``parity_tests/article_code.py`` by ``parity_tests/test_article_defects.py``.
+
+1. ``NormalizingFlow.f`` starts the log-det sum at ``torch.ones`` instead of zeros, so
+   ``log_prob`` is too large by exactly 1 nat. Fixed: the sum starts at zeros.
+2. The ones it starts from are float32 and accumulated in place, so in float64 the log-det (and
+   ``log_prob``) is rounded to float32. Fixed: the sum has the input's dtype and device.
+3. ``self.flows`` is a plain list, so the coupling layers' parameters are invisible to
+   ``.parameters()``, ``state_dict()``, optimizers and ``.to(device)`` / ``.double()``.
+   Fixed: ``nn.ModuleList``.
+4. ``g`` splits with the same ``split`` as ``f``; for odd ``dim`` that is not where ``f`` put
+   the conditioning half, so ``g`` fails (shape error) instead of inverting ``f``. Fixed:
+   :class:`Split` is still the ``split`` callable (``split(x) = (x[..., :d], x[..., d:])``,
+   ``d = dim // 2``) and adds ``split.inverse(z) = (z[..., :dim - d], z[..., dim - d:])``,
+   which ``AffineCouplingLayer.g`` uses.
+5. ``g`` runs under ``torch.no_grad``, so ``g`` and ``sample`` carry no gradient (while
+   ``g_steps``, the same computation, does). Fixed: no ``no_grad``; ``g`` is the last of
+   ``g_steps``.
+6. ``latent`` is a plain ``torch.distributions`` object, which does not move with
+   ``.to(device)`` or cast with ``.double()``. Fixed: :class:`StandardNormal` is a module whose
+   ``loc`` and ``scale`` are (non-persistent) buffers; the distribution is built on demand.
+7. The conditioner reshapes with ``x.size(0)`` and ``f`` sizes its sum with ``x.size(0)``, so
+   only inputs with exactly one batch axis work: a single event ``(D,)`` or a batch
+   ``(B1, B2, D)`` fails. Fixed: any leading batch shape ``(..., D)``.
+8. ``AffineCouplingLayer.f`` is annotated ``-> torch.Tensor`` but returns ``(z, log_det)``.
+   Fixed annotation.
+
+Additions, to build every model jaxflow builds: ``AffineCouplingLayer(theta, split, scale="exp",
+clamp=5.0)`` with the scale maps of :data:`torchref.model.LOG_SCALES` (the article's is
+``"exp"``), ``Conditioner(..., negative_slope=0.01)``, :func:`build_flow` (with
+``identity_init``), and the conversions :func:`to_jax` / :func:`from_jax`.
+
+.. warning:: The conditioner's output layout differs: torch reads ``dims`` interleaved
+   (row ``2j`` is ``t_j``, row ``2j + 1`` is ``s_j``), jaxflow blocked (``[t | s]``).
+   :mod:`torchref.convert` permutes the rows; nothing else needs to know.
+"""
+
+from torchref.convert import build_flow, from_jax, from_spec, spec_of, to_jax, to_jax_params
+from torchref.model import LOG_SCALES, AffineCouplingLayer, Conditioner, NormalizingFlow, Split, StandardNormal
+
+__all__ = [
+    "NormalizingFlow",
+    "AffineCouplingLayer",
+    "Conditioner",
+    "Split",
+    "StandardNormal",
+    "LOG_SCALES",
+    "build_flow",
+    "from_spec",
+    "spec_of",
+    "to_jax",
+    "to_jax_params",
+    "from_jax",
+]
