@@ -1,0 +1,33 @@
+"""Settings of the parity suite, visible in one place.
+
+* float64 is a process-wide switch in JAX: it is enabled here, at import, for the whole session
+  (as ``tests/conftest.py`` does), and every test passes explicit dtypes, so float32 and float64
+  are both exercised. Strict dtype promotion turns any silent cast inside jaxflow into an error.
+* Hypothesis runs a bounded, derandomised number of examples (profile ``parity``), so the suite
+  is reproducible and fits its time budget; ``HYPOTHESIS_PROFILE=thorough`` runs 10x more.
+* The largest relative error of each compared quantity is printed at the end of the run, next
+  to its tolerance (:mod:`parity_tests.tolerances`).
+"""
+
+import os
+
+import jax
+from hypothesis import settings
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+settings.register_profile("parity", max_examples=12, deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("thorough", max_examples=120, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "parity"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    from parity_tests.tolerances import MEASURED, TOLERANCES
+
+    if not MEASURED:
+        return
+    terminalreporter.section("parity: largest relative error jaxflow vs torchref (tolerance)")
+    for dtype, table in TOLERANCES.items():
+        cells = [f"{q} {MEASURED[dtype, q]:.1e} ({tol:.0e})" for q, tol in table.items() if (dtype, q) in MEASURED]
+        terminalreporter.write_line(f"{dtype}: " + ", ".join(cells))

@@ -1,0 +1,66 @@
+"""Every tolerance of the parity suite, in one table, and the one comparison that uses them.
+
+The error of a jaxflow result ``a`` against the torchref result ``b`` is the normwise relative
+error ``max|a - b| / max|b|`` (0 when both are all zero), per array, and per parameter leaf
+for gradients and trained parameters. Each tolerance is the measured maximum over the suite
+(``python -m pytest parity_tests -q`` prints it in its summary) rounded up with headroom of
+about 10x: tight enough that a wrong layout, a swapped ``t``/``s`` or a changed scale map is
+caught (``test_conversion.py`` shows it), loose enough for the last-bit differences between
+XLA's and torch's matmul and transcendental kernels, amplified through up to 16 layers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["TOLERANCES", "MEASURED", "rel_err", "assert_close"]
+
+TOLERANCES: dict[str, dict[str, float]] = {
+    "float64": {
+        "f": 1e-12,
+        "log_det": 1e-12,
+        "log_prob": 1e-12,
+        "g": 1e-12,
+        "g_log_det": 1e-12,
+        "g_steps": 1e-12,
+        "sample": 1e-12,
+        "grad_params": 1e-11,
+        "grad_x": 1e-11,
+        "train_sgd": 1e-11,
+        "train_adam": 1e-10,
+    },
+    "float32": {
+        "f": 1e-4,
+        "log_det": 1e-4,
+        "log_prob": 1e-4,
+        "g": 1e-4,
+        "g_log_det": 1e-4,
+        "g_steps": 1e-4,
+        "sample": 1e-4,
+        "grad_params": 1e-3,
+        "grad_x": 1e-3,
+        "train_sgd": 1e-3,
+        "train_adam": 1e-3,
+    },
+}
+"""``TOLERANCES[dtype][quantity]``: the largest accepted :func:`rel_err` of jaxflow vs torchref."""
+
+MEASURED: dict[tuple[str, str], float] = {}
+"""``(dtype, quantity) -> largest rel_err seen in this run``; printed in the pytest summary."""
+
+
+def rel_err(actual, expected) -> float:
+    """``max|actual - expected| / max|expected|`` over all elements (0 if both are all zero)."""
+    a, b = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if a.shape != b.shape:
+        raise AssertionError(f"shape mismatch: {a.shape} vs expected {b.shape}")
+    diff, scale = np.max(np.abs(a - b), initial=0.0), np.max(np.abs(b), initial=0.0)
+    return 0.0 if diff == 0 else diff / scale
+
+
+def assert_close(actual, expected, quantity: str, dtype) -> None:
+    """Assert ``rel_err(actual, expected) <= TOLERANCES[dtype][quantity]`` and record the error."""
+    name = np.dtype(dtype).name
+    err, tol = rel_err(actual, expected), TOLERANCES[name][quantity]
+    MEASURED[name, quantity] = max(err, MEASURED.get((name, quantity), 0.0))
+    assert err <= tol, f"{quantity} ({name}): relative error {err:.3g} > tolerance {tol:.0e}"
