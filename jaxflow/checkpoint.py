@@ -164,9 +164,9 @@ def _check_like(template, restored, path: str) -> None:
     if len(got) != len(expected):
         raise CheckpointError(f"{path}: checkpoint state has {len(got)} arrays, the spec needs {len(expected)}")
     for (key, want), have in zip(expected, got):
-        want_shape, want_dtype = np.shape(want), np.result_type(want)
-        if np.shape(have) != want_shape or np.result_type(have) != want_dtype:
-            raise CheckpointError(f"{path}: state{jax.tree_util.keystr(key)} is {np.result_type(have)}"
+        want_shape, want_dtype = np.shape(want), np.asarray(want).dtype
+        if np.shape(have) != want_shape or np.asarray(have).dtype != want_dtype:
+            raise CheckpointError(f"{path}: state{jax.tree_util.keystr(key)} is {np.asarray(have).dtype}"
                                   f"{list(np.shape(have))}, the spec needs {want_dtype}{list(want_shape)}")
 
 

@@ -365,7 +365,8 @@ def load_array(path: str) -> np.ndarray:
         raise DataError(f"{path}: empty data, shape {x.shape}")
     if x.shape[1] < 2:
         raise DataError(f"{path}: a flow needs D >= 2 columns, got shape {x.shape}")
-    x = x.astype(np.float32)
+    with np.errstate(over="ignore"):  # overflow becomes inf, reported next
+        x = x.astype(np.float32)
     bad = ~np.isfinite(x).all(-1)
     if bad.any():
         raise DataError(f"{path}: {bad.sum()} rows hold NaN or inf (after conversion to float32), "
