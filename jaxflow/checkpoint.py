@@ -158,16 +158,16 @@ def _read_payload(run_dir: str, meta: dict) -> bytes:
 
 
 def _check_like(template, restored, path: str) -> None:
-    """Every leaf of ``restored`` has the shape and dtype of ``template``'s."""
+    """Every array of ``restored`` has the shape and dtype of ``template``'s (arrays or ShapeDtypeStructs)."""
     expected = jax.tree_util.tree_leaves_with_path(template)
     got = jax.tree_util.tree_leaves(restored)
     if len(got) != len(expected):
         raise CheckpointError(f"{path}: checkpoint state has {len(got)} arrays, the spec needs {len(expected)}")
     for (key, want), have in zip(expected, got):
-        want_shape, want_dtype = np.shape(want), np.asarray(want).dtype
-        if np.shape(have) != want_shape or np.asarray(have).dtype != want_dtype:
-            raise CheckpointError(f"{path}: state{jax.tree_util.keystr(key)} is {np.asarray(have).dtype}"
-                                  f"{list(np.shape(have))}, the spec needs {want_dtype}{list(want_shape)}")
+        have_shape, have_dtype = np.shape(have), np.asarray(have).dtype
+        if have_shape != tuple(want.shape) or have_dtype != want.dtype:
+            raise CheckpointError(f"{path}: state{jax.tree_util.keystr(key)} is {have_dtype}{list(have_shape)}, "
+                                  f"the spec needs {want.dtype}{list(want.shape)}")
 
 
 def load(run_dir: str) -> Checkpoint:
@@ -183,14 +183,15 @@ def load(run_dir: str) -> Checkpoint:
         tree = serialization.msgpack_restore(payload)
         std = Standardization(*(jnp.asarray(tree["standardization"][key]) for key in ("mean", "scale")))
         dtype = jnp.dtype(meta["dtype"])
-        template = init_state(flow, config, dtype)
+        template = jax.eval_shape(lambda: init_state(flow, config, dtype))  # shapes only, nothing compiled
         state = serialization.from_state_dict(template, tree["state"])
-    except CheckpointError:
-        raise
+        scalars = {"step": int(state.step), "best_val_nll": float(state.best_val_nll),
+                   "evals_since_best": int(state.evals_since_best)}
     except Exception as err:  # msgpack and flax raise many types on malformed input
         raise CheckpointError(f"{run_dir}: corrupt checkpoint payload ({type(err).__name__}: {err})") from None
-    _check_like(template, state, run_dir)
-    _check_like(Standardization(jnp.zeros(flow.dim, dtype), jnp.zeros(flow.dim, dtype)), std, run_dir)
-    state = jax.tree_util.tree_map(jnp.asarray, state)._replace(
-        step=int(state.step), best_val_nll=float(state.best_val_nll), evals_since_best=int(state.evals_since_best))
+    arrays = lambda s: (s.params, s.opt_state, s.rng, s.best_params)
+    _check_like(arrays(template), arrays(state), run_dir)
+    vector = jax.ShapeDtypeStruct((flow.dim,), dtype)
+    _check_like(Standardization(vector, vector), std, run_dir)
+    state = jax.tree_util.tree_map(jnp.asarray, state._replace(**scalars))._replace(**scalars)
     return Checkpoint(flow, config, std, state, meta["run"])

@@ -1,0 +1,156 @@
+"""Checkpoints: exact round trip, atomic replacement, no pickle, and clear errors for damaged files."""
+
+import glob
+import json
+import os
+import pickle
+
+import jax
+import numpy as np
+import pytest
+
+import jaxflow
+from jaxflow import checkpoint, data, train
+from jaxflow.checkpoint import CheckpointError
+
+FLOW = jaxflow.RealNVP(dim=2, num_flows=2, hidden_dim=8, num_hidden=1, scale="tanh", identity_init=True)
+CONFIG = train.TrainConfig(steps=30, batch_size=32, eval_every=5)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A short run: its standardisation and final state (non-trivial optimiser state and best params)."""
+    x = data.toy("moons").sample(600, seed=0)
+    std = train.standardization(x)
+    return std, train.fit(FLOW, std, x[100:], x[:100], CONFIG, progress=False).state
+
+
+def _save(run_dir, trained, state=None):
+    std, final = trained
+    return checkpoint.save(str(run_dir), FLOW, CONFIG, std, state or final, {"data": "moons"})
+
+
+def _meta(run_dir):
+    return json.loads((run_dir / checkpoint.METADATA).read_text())
+
+
+def test_round_trip_is_exact(tmp_path, trained):
+    _save(tmp_path, trained)
+    loaded = checkpoint.load(str(tmp_path))
+    std, state = trained
+    assert (loaded.flow, loaded.config, loaded.run) == (FLOW, CONFIG, {"data": "moons"})
+    assert (loaded.state.step, loaded.state.best_val_nll, loaded.state.evals_since_best) == (
+        state.step, state.best_val_nll, state.evals_since_best)
+    for a, b in zip(jax.tree_util.tree_leaves((loaded.state, loaded.standardization)),
+                    jax.tree_util.tree_leaves((state, std)), strict=True):
+        assert np.asarray(a).dtype == np.asarray(b).dtype
+        np.testing.assert_array_equal(a, b)
+    meta = _meta(tmp_path)
+    assert meta["format"] == "jaxflow-checkpoint" and meta["spec"]["num_flows"] == 2 and meta["step"] == 30
+
+
+def test_loading_never_unpickles(tmp_path, trained, monkeypatch):
+    _save(tmp_path, trained)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pickle used")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(np, "load", refuse)
+    checkpoint.load(str(tmp_path))
+
+
+def test_old_payloads_are_removed_after_commit(tmp_path, trained):
+    std, state = trained
+    _save(tmp_path, trained, state._replace(step=5))
+    _save(tmp_path, trained)
+    assert [os.path.basename(p) for p in glob.glob(str(tmp_path / "state-*"))] == [_meta(tmp_path)["payload"]["file"]]
+
+
+def test_crash_before_commit_keeps_last_good_checkpoint(tmp_path, trained, monkeypatch):
+    """If the process dies after writing the new payload but before replacing the JSON, the old one loads."""
+    std, state = trained
+    _save(tmp_path, trained, state._replace(step=5))
+    real_replace = os.replace
+
+    def crash_on_metadata(src, dst):
+        if os.path.basename(dst) == checkpoint.METADATA:
+            raise OSError("simulated crash")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_metadata)
+    with pytest.raises(OSError, match="simulated crash"):
+        _save(tmp_path, trained)
+    monkeypatch.undo()
+    assert checkpoint.load(str(tmp_path)).state.step == 5
+
+
+def _payload(run_dir):
+    return run_dir / _meta(run_dir)["payload"]["file"]
+
+
+def _truncate(run_dir):
+    payload = _payload(run_dir)
+    payload.write_bytes(payload.read_bytes()[:-10])
+
+
+def _flip_byte(run_dir):
+    payload = _payload(run_dir)
+    raw = bytearray(payload.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    payload.write_bytes(bytes(raw))
+
+
+def _edit_meta(**changes):
+    def edit(run_dir):
+        meta = _meta(run_dir)
+        for key, value in changes.items():
+            meta[key] = value(meta) if callable(value) else value
+        (run_dir / checkpoint.METADATA).write_text(json.dumps(meta))
+    return edit
+
+
+DAMAGE = [
+    (_truncate, "truncated or altered checkpoint"),
+    (_flip_byte, "fails its SHA-256 check"),
+    (lambda d: os.remove(_payload(d)), "cannot read checkpoint payload"),
+    (lambda d: (d / checkpoint.METADATA).write_text("{not json"), "corrupt checkpoint metadata"),
+    (lambda d: (d / checkpoint.METADATA).write_text('{"format": "orbax"}'), "not a jaxflow checkpoint"),
+    (_edit_meta(version=99), "checkpoint version 99"),
+    (_edit_meta(spec=lambda m: {**m["spec"], "num_flows": 3}), r"\['dims'\]\['bias'\] is float32\[2, 2\], the spec needs float32\[3, 2\]"),
+    (_edit_meta(spec=lambda m: {**m["spec"], "scale": "cube"}), "invalid spec in checkpoint: RealNVP: scale"),
+    (_edit_meta(train=lambda m: {**m["train"], "momentum": 0.9}), "invalid training config"),
+    (_edit_meta(payload=lambda m: {**m["payload"], "file": "../elsewhere.msgpack"}), "bad payload name"),
+]
+
+
+@pytest.mark.parametrize("damage, message", DAMAGE)
+def test_damaged_checkpoints_are_rejected_clearly(tmp_path, trained, damage, message):
+    _save(tmp_path, trained)
+    damage(tmp_path)
+    with pytest.raises(CheckpointError, match=message) as info:
+        checkpoint.load(str(tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def test_payload_with_valid_hash_but_foreign_content(tmp_path, trained):
+    """A msgpack payload that passes the hash (metadata rewritten to match) but is not a state."""
+    import hashlib
+
+    from flax import serialization
+
+    _save(tmp_path, trained)
+    foreign = serialization.msgpack_serialize({"weights": np.zeros(3)})
+    _payload(tmp_path).write_bytes(foreign)
+    _edit_meta(payload=lambda m: {**m["payload"], "bytes": len(foreign),
+                                  "sha256": hashlib.sha256(foreign).hexdigest()})(tmp_path)
+    with pytest.raises(CheckpointError, match="corrupt checkpoint payload"):
+        checkpoint.load(str(tmp_path))
+
+
+def test_missing_run(tmp_path):
+    with pytest.raises(CheckpointError, match="no such run directory"):
+        checkpoint.load(str(tmp_path / "nothing"))
+    with pytest.raises(CheckpointError, match="not a jaxflow run"):
+        checkpoint.load(str(tmp_path))
