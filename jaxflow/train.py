@@ -196,7 +196,7 @@ def _train_step(flow: RealNVP, config: TrainConfig) -> Callable:
     @jax.jit
     def train_step(params, opt_state, rng, k, u):
         key = jax.random.fold_in(jax.random.wrap_key_data(rng), k)
-        batch = u[jax.random.randint(key, (config.batch_size,), 0, u.shape[0])]
+        batch = u[jax.random.randint(key, (config.batch_size,), 0, u.shape[0], dtype=jnp.int32)]
         loss, grads = jax.value_and_grad(loss_fn)(params, batch)
         with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes int32 counts with floats
             updates, opt_state = tx.update(grads, opt_state, params)

@@ -1,0 +1,183 @@
+"""The ``jaxflow`` command: the happy path, every bad input, interruption and exact resumption, the demo."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxflow import checkpoint, data, train
+from jaxflow.cli import main
+
+TINY = ["--num-flows", "2", "--hidden-dim", "8", "--num-hidden", "1", "--batch-size", "32", "--quiet"]
+
+
+def _run(capsys, *argv):
+    """``(exit status, stdout, stderr)`` of ``jaxflow argv`` in this process."""
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _snapshot(*paths):
+    """Hash of every file under ``paths``: to show that nothing existing was changed."""
+    digest = hashlib.sha256()
+    for root in paths:
+        for directory, _, files in sorted(os.walk(root)):
+            for name in sorted(files):
+                digest.update(name.encode() + open(os.path.join(directory, name), "rb").read())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny model fitted by ``jaxflow fit`` on a headed CSV file of 600 moons points."""
+    root = tmp_path_factory.mktemp("cli")
+    csv = root / "moons.csv"
+    np.savetxt(csv, data.toy("moons").sample(600, seed=0), delimiter=",", header="x,y", comments="")
+    run_dir = root / "run"
+    assert main(["fit", str(csv), "--out", str(run_dir), "--steps", "20", "--eval-every", "10", *TINY]) == 0
+    return root, csv, run_dir
+
+
+def test_fit_then_eval_json_matches_the_library(run, capsys):
+    root, csv, run_dir = run
+    status, out, err = _run(capsys, "eval", run_dir, csv, "--json")
+    assert status == 0 and err == ""
+    result = json.loads(out)
+    ckpt = checkpoint.load(str(run_dir))
+    x = data.load_array(str(csv))
+    expected = train.mean_nll(ckpt.flow, ckpt.state.best_params, ckpt.standardization, x)
+    assert result["nll_nats"] == pytest.approx(expected, rel=1e-12)
+    assert result["bits_per_dim"] == pytest.approx(expected / (2 * np.log(2)), rel=1e-12)
+    assert result["num_examples"] == 600 and result["step"] == 20
+
+
+def test_eval_builtin_reports_entropy(run, capsys):
+    status, out, _ = _run(capsys, "eval", run[2], "moons")
+    assert status == 0
+    assert "on 50000 examples; true entropy 0.2901 nats" in out
+
+
+def test_rerun_of_a_finished_fit_resumes_without_change(run, capsys):
+    root, csv, run_dir = run
+    before = _snapshot(run_dir)
+    status, out, err = _run(capsys, "fit", csv, "--out", run_dir, "--steps", "20", "--eval-every", "10", *TINY)
+    assert status == 0 and "resuming" in err and "completed at step 20" in out
+    assert _snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize("name", ["s.npy", "s.csv"])
+def test_sample(run, capsys, name):
+    out_file = run[0] / name
+    status, out, _ = _run(capsys, "sample", run[2], "-n", 7, "--out", out_file, "--seed", 3)
+    assert status == 0 and f"wrote 7 samples to {out_file}" in out
+    x = data.load_array(str(out_file))
+    assert x.shape == (7, 2) and np.isfinite(x).all()
+
+
+def test_plot_writes_a_png(run, capsys):
+    png = run[0] / "plot.png"
+    status, _, _ = _run(capsys, "plot", run[2], "--data", run[1], "--out", png)
+    assert status == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _bad_inputs(root, csv, run_dir):
+    """``(argv, expected message)`` for every kind of bad input."""
+    files = {"ragged.csv": "1,2\n3,4,5\n", "words.csv": "1,2\nfoo,3\n", "nan.csv": "1,2\nnan,2\n",
+             "inf.csv": "1,2\n-inf,2\n", "empty.csv": "x,y\n", "three.csv": "1,2,3\n4,5,6\n", "data.txt": "1,2\n"}
+    for name, text in files.items():
+        (root / name).write_text(text)
+    corrupt, foreign, other = root / "corrupt", root / "foreign", root / "other"
+    if not corrupt.exists():
+        corrupt.mkdir()
+        for name in os.listdir(run_dir):
+            (corrupt / name).write_bytes((run_dir / name).read_bytes()[: -5 if name.endswith(".msgpack") else None])
+        foreign.mkdir()
+        (foreign / checkpoint.METADATA).write_text('{"format": "something-else"}')
+        other.mkdir()
+        (other / "notes.txt").write_text("mine")
+    fit = ["--out", root / "new", *TINY]
+    return [
+        (["fit", root / "missing.csv", *fit], "no such file"),
+        (["fit", root / "data.txt", *fit], "unknown format '.txt'"),
+        (["fit", "mooons", *fit], "unknown dataset 'mooons'"),
+        (["fit", root / "ragged.csv", *fit], "ragged CSV: line 2 has 3 fields, expected 2"),
+        (["fit", root / "words.csv", *fit], "line 2, column 1: 'foo' is not a number"),
+        (["fit", root / "nan.csv", *fit], "1 rows hold NaN or inf"),
+        (["fit", root / "inf.csv", *fit], "1 rows hold NaN or inf"),
+        (["fit", root / "empty.csv", *fit], "no data rows"),
+        (["fit", csv, "--out", root / "new", "--num-flows", "0"], "num_flows must be >= 1"),
+        (["fit", csv, "--out", run_dir, "--steps", "20", "--eval-every", "10", *TINY[:-3], "--batch-size", "64"],
+         "holds a run of a different configuration (batch_size: 32 -> 64)"),
+        (["fit", csv, "--out", other, *TINY], "is not empty and holds no jaxflow run"),
+        (["eval", run_dir, root / "three.csv"], "data have 3 columns, the model expects dim 2"),
+        (["eval", corrupt, csv], "truncated or altered checkpoint"),
+        (["eval", foreign, csv], "not a jaxflow checkpoint"),
+        (["eval", other, csv], "not a jaxflow run"),
+        (["eval", root / "nowhere", csv], "no such run directory"),
+        (["sample", corrupt, "-n", "5", "--out", root / "keep.npy"], "truncated or altered checkpoint"),
+        (["sample", run_dir, "-n", "5", "--out", root / "s.txt"], "unknown output format '.txt'"),
+        (["sample", run_dir, "-n", "0", "--out", root / "keep.npy"], "-n must be >= 1"),
+        (["plot", foreign, "--out", root / "keep.png"], "not a jaxflow checkpoint"),
+        (["plot", run_dir, "--data", root / "three.csv", "--out", root / "keep.png"], "data have 3 columns"),
+    ]
+
+
+def test_every_bad_input_is_one_line_nonzero_and_changes_nothing(run, capsys):
+    root, csv, run_dir = run
+    cases = _bad_inputs(root, csv, run_dir)
+    (root / "keep.npy").write_bytes(b"precious")
+    (root / "keep.png").write_bytes(b"precious")
+    before = _snapshot(root)
+    for argv, message in cases:
+        status, out, err = _run(capsys, *argv)
+        assert status == 1, argv
+        assert err.count("\n") == 1 and err.startswith("jaxflow: error: ") and message in err, (argv, err)
+        assert "Traceback" not in err and out == ""
+    assert _snapshot(root) == before
+    assert not (root / "new").exists()
+
+
+def _fit_process(run_dir, steps):
+    argv = [sys.executable, "-m", "jaxflow", "fit", "moons", "--out", str(run_dir), "--steps", str(steps),
+            "--eval-every", "20", *TINY]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigint_saves_exits_130_and_resumed_run_is_bit_identical(tmp_path):
+    """Real processes: one interrupted by SIGINT then resumed, one uninterrupted; same final state."""
+    steps = 1500
+    interrupted, straight = _fit_process(tmp_path / "a", steps), _fit_process(tmp_path / "b", steps)
+    deadline = time.time() + 120
+    while not checkpoint.exists(str(tmp_path / "a")) and interrupted.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    interrupted.send_signal(signal.SIGINT)
+    _, err = interrupted.communicate(timeout=120)
+    assert interrupted.returncode == 128 + signal.SIGINT, err
+    assert "interrupted at step" in err and "Traceback" not in err
+    stopped_at = checkpoint.load(str(tmp_path / "a")).state.step
+    assert 0 < stopped_at < steps
+    resumed = _fit_process(tmp_path / "a", steps)
+    _, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0 and f"resuming {tmp_path / 'a'} from step {stopped_at}" in err
+    assert straight.wait(timeout=120) == 0
+    a, b = checkpoint.load(str(tmp_path / "a")), checkpoint.load(str(tmp_path / "b"))
+    assert a.state.step == b.state.step == steps
+    for x, y in zip(jax.tree_util.tree_leaves(a.state), jax.tree_util.tree_leaves(b.state), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_demo_short_mode(tmp_path, capsys):
+    status, out, err = _run(capsys, "demo", "--out", tmp_path / "demo", "--steps", "50", "--quiet")
+    assert status == 0, err
+    assert "test NLL" in out and "true entropy 0.2901 nats" in out
+    assert "torchref: converted; max |log_prob difference|" in out or "torchref: skipped" in out
+    assert (tmp_path / "demo" / "demo.png").read_bytes()[:4] == b"\x89PNG"
