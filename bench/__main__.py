@@ -1,0 +1,227 @@
+"""``python -m bench``: jaxflow against torchref, interleaved in one process.
+
+Times ``log_prob``, ``sample`` and an Adam training step for jaxflow (``jax.jit``; the layer
+stack as ``lax.scan`` and unrolled) and torchref (eager; ``torch.compile`` with
+``--torch-compile``) on the same weights, dtype and batches, after asserting once that they agree.
+Reports medians with min-max spread over interleaved rounds, speed-ups over torch eager taken
+within each round, conditioner GFLOP/s against the measured matmul peak of the same library,
+warm-up (compile) times, a batch-size sweep and compile time against depth. Writes a table to
+stdout and ``<out>/<date>_<device>_<dtype>.json`` and ``.png``.
+
+Examples::
+
+    python -m bench                                   # everything, on the default device
+    python -m bench --configs small --no-sweep        # one configuration
+    python -m bench --device gpu --dtype bfloat16 --torch-compile
+    python -m bench --quick --out /tmp/bench          # seconds-long smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+import jaxflow
+from bench.compile_times import compile_seconds
+from bench.contenders import OPS, Contender, Problem, jaxflow_contender, torch_contender
+from bench.harness import first_call_seconds, interleaved_rounds, ratios_per_round, spread
+from bench.peak import conditioner_flops, matmul_peak
+from bench.report import (environment, format_compile_times, format_results, plot_sweep, result_stem,
+                          write_json)
+
+CONFIGS = {
+    "small": (jaxflow.RealNVP(dim=2, num_flows=8, hidden_dim=64, num_hidden=2), 256),
+    "medium": (jaxflow.RealNVP(dim=16, num_flows=8, hidden_dim=256, num_hidden=2), 4096),
+    "large": (jaxflow.RealNVP(dim=64, num_flows=16, hidden_dim=512, num_hidden=2), 4096),
+}
+"""The issue's configurations: spec and batch size."""
+
+BASELINE = "torch eager"
+
+TOLERANCES = {"float32": {"rtol": 1e-3, "atol": 1e-3}, "bfloat16": {"rtol": 5e-2, "atol": 0.5}}
+"""Parity tolerances per matmul dtype: loose, since two libraries round differently across layers."""
+
+
+def _csv(kind):
+    return lambda text: [kind(v) for v in text.split(",") if v]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", type=_csv(str), default=list(CONFIGS), help="comma list of small,medium,large")
+    p.add_argument("--ops", type=_csv(str), default=list(OPS), help="comma list of " + ",".join(OPS))
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="matmul dtype")
+    p.add_argument("--torch-compile", action="store_true", help="add torchref under torch.compile (slow to compile)")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    p.add_argument("--min-seconds", type=float, default=0.1, help="shortest timed sample; short calls are grouped")
+    p.add_argument("--sweep-config", choices=list(CONFIGS), default="small")
+    p.add_argument("--sweep-batches", type=_csv(int), default=[64, 256, 1024, 4096, 16384])
+    p.add_argument("--sweep-ops", type=_csv(str), default=["log_prob", "train_step"])
+    p.add_argument("--no-sweep", action="store_true", help="skip the batch-size sweep")
+    p.add_argument("--compile-config", choices=list(CONFIGS), default="medium")
+    p.add_argument("--compile-depths", type=_csv(int), default=[4, 16, 64])
+    p.add_argument("--compile-ops", type=_csv(str), default=["log_prob", "train_step"])
+    p.add_argument("--no-compile-times", action="store_true", help="skip compile time against depth")
+    p.add_argument("--peak-sizes", type=_csv(int), default=None,
+                   help="matmul sizes n for the peak (default 1024,2048 on CPU, 4096,8192 on GPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results folder")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: small config at batch 64, 2 rounds, log_prob only in sweep and compile times")
+    args = p.parse_args(argv)
+    for name in args.configs:
+        if name not in CONFIGS:
+            p.error(f"--configs: unknown configuration {name!r}, choose from {list(CONFIGS)}")
+    for op in args.ops + args.sweep_ops + args.compile_ops:
+        if op not in OPS:
+            p.error(f"--ops/--sweep-ops/--compile-ops: unknown operation {op!r}, choose from {list(OPS)}")
+    if args.quick:
+        args.configs, args.rounds, args.min_seconds = ["small"], 2, 0.0
+        args.sweep_batches, args.sweep_ops, args.peak_sizes = [16, 64], ["log_prob"], [128]
+        args.compile_config, args.compile_depths, args.compile_ops = "small", [2, 4], ["log_prob"]
+    return args
+
+
+def resolve_device(requested: str) -> str:
+    """``"gpu"`` when both libraries see one (or when asked, failing clearly otherwise), else ``"cpu"``."""
+    has_gpu = torch.cuda.is_available() and any(d.platform == "gpu" for d in jax.devices())
+    if requested == "gpu" and not has_gpu:
+        sys.exit("bench: --device gpu, but JAX and torch do not both see a GPU")
+    return "gpu" if (requested == "gpu" or (requested == "auto" and has_gpu)) else "cpu"
+
+
+def make_problem(flow: jaxflow.RealNVP, batch: int, device: str, dtype: str, seed: int) -> Problem:
+    """Float32 weights from ``jaxflow.init`` and standard-normal data and latent batches."""
+    rng = np.random.default_rng(seed)
+    x, z = (rng.standard_normal((batch, flow.dim), dtype=np.float32) for _ in range(2))
+    params = jaxflow.init(flow, jax.random.key(seed), jnp.float32)
+    return Problem(flow=flow, params=params, x=x, z=z, device=device, dtype=dtype)
+
+
+def make_contenders(problem: Problem, with_torch_compile: bool) -> list[Contender]:
+    contenders = [jaxflow_contender(problem, "jaxflow scan", scan_unroll=1),
+                  jaxflow_contender(problem, "jaxflow unrolled", scan_unroll=True),
+                  torch_contender(problem, BASELINE, compile=False)]
+    if with_torch_compile:
+        contenders.append(torch_contender(problem, "torch.compile", compile=True))
+    return contenders
+
+
+def warm_up_and_check_parity(contenders: list[Contender], ops: list[str], dtype: str) -> dict:
+    """Run every call once (twice for the train step, so the second loss checks the update) as its
+    warm-up, timing the first call, and assert that all outputs agree with torch eager's.
+
+    Returns ``{op: {implementation: {"warmup_seconds", "max_abs_diff"}}}``.
+    """
+    report: dict[str, dict] = {}
+    for op in ops:
+        outputs, report[op] = {}, {}
+        for c in contenders:
+            out = []
+            warmup = first_call_seconds(lambda: out.append(c.calls[op]()))
+            if op == "train_step":
+                out.append(c.calls[op]())
+            outputs[c.name] = np.stack(out)
+            report[op][c.name] = {"warmup_seconds": warmup}
+        reference = outputs[BASELINE]
+        for name, value in outputs.items():
+            np.testing.assert_allclose(value, reference, **TOLERANCES[dtype],
+                                       err_msg=f"bench: parity failed for {op} of {name} vs {BASELINE}")
+            report[op][name]["max_abs_diff"] = float(np.max(np.abs(value - reference)))
+    return report
+
+
+def measure(config: str, problem: Problem, args: argparse.Namespace, ops: list[str], peak: dict) -> list[dict]:
+    """Rows of timings for ``ops`` on ``problem``, one per operation and implementation."""
+    contenders = make_contenders(problem, args.torch_compile)
+    warm = warm_up_and_check_parity(contenders, ops, args.dtype)
+    rows = []
+    for op in ops:
+        samples = interleaved_rounds({c.name: c.calls[op] for c in contenders}, args.rounds, args.min_seconds)
+        flops = conditioner_flops(problem.flow, problem.batch, op)
+        for c in contenders:
+            seconds = spread(samples[c.name])
+            gflops = flops / seconds["median"] / 1e9
+            rows.append({
+                "config": config, "op": op, "implementation": c.name, "batch": problem.batch,
+                "shape": {k: getattr(problem.flow, k) for k in ("dim", "num_flows", "hidden_dim", "num_hidden")},
+                "seconds": seconds, "samples_seconds": samples[c.name],
+                "speedup_vs_eager": spread(ratios_per_round(samples[BASELINE], samples[c.name])),
+                "conditioner_flops": flops, "gflops": gflops,
+                "fraction_of_peak": gflops / peak[c.library]["gflops"],
+                "warmup_seconds": warm[op][c.name]["warmup_seconds"],
+                "parity_max_abs_diff": warm[op][c.name]["max_abs_diff"],
+            })
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    if device == "gpu":  # float32 means float32: no TF32 anywhere on the torch side either
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    env = environment(device, args.dtype)
+    print(f"bench: {env['device_name']} ({env['jax_device']}), {args.dtype}, jax {env['versions']['jax']}, "
+          f"torch {env['versions']['torch']}, {env['threads']['torch_num_threads']} torch threads "
+          f"(default threading on both sides), load average {env['load_average_1_5_15_min'][0]:.1f} "
+          f"on {env['cpu_count']} CPUs")
+    peak_sizes = args.peak_sizes or ([4096, 8192] if device == "gpu" else [1024, 2048])
+    peak = matmul_peak(peak_sizes, device, args.dtype, args.rounds, args.min_seconds)
+    print("matmul peak (GFLOP/s): " + ", ".join(f"{lib} {p['gflops']:.1f} (n={p['n']})" for lib, p in peak.items()))
+
+    results = []
+    for config in args.configs:
+        flow, batch = CONFIGS[config]
+        batch = 64 if args.quick else batch
+        results += measure(config, make_problem(flow, batch, device, args.dtype, args.seed), args, args.ops, peak)
+        print(format_results([r for r in results if r["config"] == config]), flush=True)
+
+    sweep = []
+    if not args.no_sweep:
+        flow, _ = CONFIGS[args.sweep_config]
+        for batch in args.sweep_batches:
+            problem = make_problem(flow, batch, device, args.dtype, args.seed)
+            sweep += measure(f"sweep {args.sweep_config}", problem, args, args.sweep_ops, peak)
+        print(format_results(sweep), flush=True)
+
+    compile_times = []
+    if not args.no_compile_times:
+        flow, _ = CONFIGS[args.compile_config]
+        compile_times = compile_seconds(flow, args.compile_depths, args.compile_ops, batch=256, device=device)
+        print(f"\n{args.compile_config} (D={flow.dim} H={flow.hidden_dim}, batch 256), "
+              + format_compile_times(compile_times))
+
+    date = datetime.datetime.now(datetime.timezone.utc)
+    record = {
+        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "date": date.isoformat(timespec="seconds"), "environment": env,
+        "method": {"rounds": args.rounds, "min_seconds_per_sample": args.min_seconds, "baseline": BASELINE,
+                   "statistic": "median over interleaved rounds, [min-max]; speed-ups per round",
+                   "warm_up": "first call timed apart (tracing, compilation), excluded from the rounds",
+                   "parity_tolerance": TOLERANCES[args.dtype], "seed": args.seed},
+        "peak": peak, "results": results, "sweep": sweep, "compile_times": compile_times,
+        "compile_config": args.compile_config, "load_average_at_end": os.getloadavg(),
+    }
+    stem = args.out / result_stem(env, date.strftime("%Y-%m-%d"))
+    write_json(record, stem.with_suffix(".json"))
+    if sweep:
+        plot_sweep(sweep, f"{args.sweep_config} config: throughput vs batch size ({env['device_name']}, "
+                          f"{args.dtype})", stem.with_suffix(".png"))
+    print(f"\nwrote {stem}.json" + (f" and {stem}.png" if sweep else ""))
+    return record
+
+
+if __name__ == "__main__":
+    main()

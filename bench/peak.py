@@ -1,0 +1,73 @@
+"""Arithmetic: the conditioner's matmul FLOPs per operation and the machine's measured matmul peak.
+
+The conditioners' dense layers are nearly all of the flow's arithmetic. One forward pass of a
+batch ``B`` through ``L`` layers costs
+
+.. math::
+
+    2 B L \\sum_k \\mathrm{in}_k \\mathrm{out}_k, \\qquad
+    \\sum_k \\mathrm{in}_k \\mathrm{out}_k = (D - d) H + n H^2 + 2 d H
+
+(input layer, ``n`` hidden layers, output layer). ``log_prob`` and ``sample`` are one forward pass
+each; a training step is counted as three (forward, and the two backward products per layer,
+with respect to inputs and to weights), the usual arithmetic floor.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+import jaxflow
+from bench.contenders import torch_device
+from bench.harness import interleaved_rounds, spread
+
+__all__ = ["FORWARD_PASSES", "conditioner_flops", "matmul_peak"]
+
+FORWARD_PASSES = {"log_prob": 1, "sample": 1, "train_step": 3}
+
+
+def conditioner_flops(flow: jaxflow.RealNVP, batch: int, op: str) -> int:
+    """Matmul FLOPs of the conditioners in one call of ``op`` on a batch of ``batch`` events."""
+    d, c, h = flow.split_dim, flow.condition_dim, flow.hidden_dim
+    macs_per_event = c * h + flow.num_hidden * h * h + h * 2 * d
+    return 2 * batch * flow.num_flows * macs_per_event * FORWARD_PASSES[op]
+
+
+def matmul_peak(sizes: list[int], device: str, dtype: str, rounds: int, min_seconds: float) -> dict:
+    """Best median GFLOP/s of square ``n x n`` matmuls over ``sizes``, per library, interleaved.
+
+    Returns ``{"jax": {"gflops", "n", ...}, "torch": {...}}``; float32 at highest precision.
+    """
+    jax_dtype, torch_dtype = jnp.dtype(dtype), getattr(torch, dtype)
+    jax_dev, torch_dev = jax.devices("gpu" if device == "gpu" else "cpu")[0], torch_device(device)
+    best: dict[str, dict] = {}
+    for n in sizes:
+        rng = np.random.default_rng(n)
+        a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+        ja, jb = jax.device_put((jnp.asarray(a, jax_dtype), jnp.asarray(b, jax_dtype)), jax_dev)
+        ta, tb = (torch.from_numpy(v).to(torch_dev, torch_dtype) for v in (a, b))
+        jmatmul = jax.jit(jnp.matmul)
+
+        def jax_call():
+            with jax.default_matmul_precision("highest"):
+                return jax.block_until_ready(jmatmul(ja, jb))
+
+        def torch_call():
+            out = ta @ tb
+            if torch_dev.type == "cuda":
+                torch.cuda.synchronize()
+            return out
+
+        calls = {"jax": jax_call, "torch": torch_call}
+        for call in calls.values():
+            call()
+        samples = interleaved_rounds(calls, rounds, min_seconds)
+        for library, seconds in samples.items():
+            stats = spread(seconds)
+            gflops = 2 * n**3 / stats["median"] / 1e9
+            if gflops > best.get(library, {}).get("gflops", 0.0):
+                best[library] = {"gflops": gflops, "n": n, "seconds": stats}
+    return best

@@ -1,0 +1,122 @@
+"""What a run reports: the environment, a readable table, the JSON record and the throughput plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+from pathlib import Path
+
+import jax
+import torch
+
+__all__ = ["environment", "format_results", "format_compile_times", "result_stem", "write_json", "plot_sweep"]
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "XLA_FLAGS",
+                     "TF_CPP_MIN_LOG_LEVEL", "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES")
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str, dtype: str) -> dict:
+    """Versions, devices and thread settings; both libraries run with their default threading."""
+    import flax
+    import optax
+
+    jax_device = jax.devices("gpu" if device == "gpu" else "cpu")[0]
+    return {
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device == "gpu" else _cpu_name(),
+        "jax_device": str(jax_device),
+        "dtype": dtype,
+        "cpu_count": os.cpu_count(),
+        "load_average_1_5_15_min": os.getloadavg(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {"jax": jax.__version__, "jaxlib": jax.lib.__version__, "flax": flax.__version__,
+                     "optax": optax.__version__, "torch": torch.__version__},
+        "threads": {"threading": "library defaults on both sides",
+                    "torch_num_threads": torch.get_num_threads(),
+                    "torch_num_interop_threads": torch.get_num_interop_threads(),
+                    "environment": {k: os.environ.get(k) for k in _THREAD_VARIABLES}},
+    }
+
+
+def _stats(s: dict, scale: float = 1.0, digits: int = 3) -> str:
+    return f"{s['median'] * scale:.{digits}g} [{s['min'] * scale:.{digits}g}-{s['max'] * scale:.{digits}g}]"
+
+
+def format_results(rows: list[dict]) -> str:
+    """One table per problem: time, speed-up over torch eager, GFLOP/s and fraction of peak."""
+    lines = []
+    header = (f"{'op':<11} {'implementation':<18} {'ms median [min-max]':<26} {'vs eager [min-max]':<22}"
+              f" {'GFLOP/s':>8} {'%peak':>6} {'warm-up s':>9}")
+    problem = None
+    for row in rows:
+        key = (row["config"], row["batch"])
+        if key != problem:
+            problem = key
+            shape = row["shape"]
+            lines += ["", f"{row['config']}: D={shape['dim']} L={shape['num_flows']} H={shape['hidden_dim']} "
+                          f"num_hidden={shape['num_hidden']} batch={row['batch']}", header]
+        lines.append(f"{row['op']:<11} {row['implementation']:<18} {_stats(row['seconds'], 1e3):<26} "
+                     f"{_stats(row['speedup_vs_eager']):<22} {row['gflops']:>8.1f} "
+                     f"{100 * row['fraction_of_peak']:>5.0f}% {row['warmup_seconds']:>9.2f}")
+    return "\n".join(lines)
+
+
+def format_compile_times(rows: list[dict]) -> str:
+    """Compile seconds by depth, scan against unrolled, per operation."""
+    depths = sorted({r["num_flows"] for r in rows})
+    lines = ["compile time (s): " + "  ".join(f"L={d:<5}" for d in depths)]
+    for op in dict.fromkeys(r["op"] for r in rows):
+        for form in ("scan", "unrolled"):
+            seconds = {r["num_flows"]: r["seconds"] for r in rows if r["op"] == op and r["scan_unroll"] == form}
+            lines.append(f"  {op:<10} {form:<8} " + "  ".join(f"{seconds[d]:<7.2f}" for d in depths))
+    return "\n".join(lines)
+
+
+def result_stem(env: dict, date: str) -> str:
+    """``<date>_<device name>_<dtype>``, e.g. ``2026-11-29_cpu-amd-epyc_float32``."""
+    name = re.sub(r"[^a-z0-9]+", "-", f"{env['device']}-{env['device_name']}".lower()).strip("-")
+    return f"{date}_{name}_{env['dtype']}"
+
+
+def write_json(record: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def plot_sweep(rows: list[dict], title: str, path: Path) -> None:
+    """Throughput (events/s) against batch size, log-log, one panel per operation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ops = list(dict.fromkeys(r["op"] for r in rows))
+    fig, axes = plt.subplots(1, len(ops), figsize=(5.5 * len(ops), 4.2), squeeze=False)
+    for ax, op in zip(axes[0], ops):
+        for name in dict.fromkeys(r["implementation"] for r in rows):
+            points = sorted((r["batch"], r["batch"] / r["seconds"]["median"]) for r in rows
+                            if r["op"] == op and r["implementation"] == name)
+            batches, throughput = zip(*points)
+            ax.plot(batches, throughput, marker="o", label=name)
+        ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="events / s (median)", title=op)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
