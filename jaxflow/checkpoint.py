@@ -128,6 +128,8 @@ def read_metadata(run_dir: str) -> dict:
     missing = {"spec", "dtype", "train", "run", "step", "payload"} - meta.keys()
     if missing:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata, missing {sorted(missing)}")
+    if not all(isinstance(meta[key], dict) for key in ("spec", "train", "run", "payload")):
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata (spec, train, run and payload must be objects)")
     return meta
 
 
@@ -140,7 +142,7 @@ def _build(cls, fields: Any, what: str, path: str):
 
 def _read_payload(run_dir: str, meta: dict) -> bytes:
     info = meta["payload"]
-    name = str(info.get("file", "")) if isinstance(info, dict) else ""
+    name = str(info.get("file", ""))
     if not name or os.path.basename(name) != name:
         raise CheckpointError(f"{run_dir}: corrupt checkpoint metadata (bad payload name {name!r})")
     path = os.path.join(run_dir, name)

@@ -43,6 +43,14 @@ class CLIError(Exception):
     """A bad command line or input; its message is printed as one line."""
 
 
+class _Interrupted(Exception):
+    """``fit`` stopped by a signal after saving; the exit status is ``128 + signal``."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 #: Defaults of ``fit`` and the settings of ``demo`` (tuned on moons, noise 0.05, for about a minute of CPU).
 DEFAULTS = {"steps": 5000, "batch_size": 256, "num_flows": 8, "hidden_dim": 64, "num_hidden": 2, "lr": 2e-3,
             "scale": "tanh", "seed": 0, "eval_every": 250, "patience": 20}
@@ -121,9 +129,9 @@ def _fingerprint(splits: Splits) -> str:
     return digest.hexdigest()
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = sorted(set(old) | set(new))
-    return [f"{prefix}{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+def _differences(old: dict, new: dict) -> list[str]:
+    """``"key: old -> new"`` for every key whose value differs."""
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
 def _prepare_run_dir(run_dir: str, flow: RealNVP, config: TrainConfig, run: dict) -> Optional[checkpoint.Checkpoint]:
@@ -166,8 +174,8 @@ def _fit(data: str, run_dir: str, options: dict, standardize: bool, quiet: bool)
     if result.status == "interrupted":
         print(f"jaxflow: interrupted at step {state.step}; checkpoint saved in {run_dir}; "
               "run the same command to resume", file=sys.stderr)
-        raise SystemExit(128 + result.signal)
-    print(f"{result.status} at step {state.step} in {time.perf_counter() - start:.1f} s; "
+        raise _Interrupted(result.signal)
+    print(f"{result.status.replace('_', ' ')} at step {state.step} in {time.perf_counter() - start:.1f} s; "
           f"best validation NLL {state.best_val_nll:.4f} nats; saved in {run_dir}")
     return checkpoint.Checkpoint(flow, config, std, state, run), splits
 
@@ -306,6 +314,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except OSError as err:
         print(f"jaxflow: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
         return 1
+    except _Interrupted as stop:
+        return 128 + stop.signum
     return 0
 
 

@@ -154,7 +154,7 @@ def _fit_process(run_dir, steps):
 
 def test_sigint_saves_exits_130_and_resumed_run_is_bit_identical(tmp_path):
     """Real processes: one interrupted by SIGINT then resumed, one uninterrupted; same final state."""
-    steps = 1500
+    steps = 800
     interrupted, straight = _fit_process(tmp_path / "a", steps), _fit_process(tmp_path / "b", steps)
     deadline = time.time() + 120
     while not checkpoint.exists(str(tmp_path / "a")) and interrupted.poll() is None and time.time() < deadline:
