@@ -20,6 +20,7 @@ pure, and composes with ``jax.jit`` (``flow`` is hashable: pass it as a static a
 from __future__ import annotations
 
 import functools
+import numbers
 from typing import Optional, Sequence, Union
 
 import distrax
@@ -116,21 +117,46 @@ def g_steps(flow: RealNVP, params, z) -> jax.Array:
     return jnp.concatenate([z[None], steps[::-1]], axis=0)
 
 
+@functools.partial(jax.jit, static_argnames="flow")
+def _log_prob(flow: RealNVP, params, x: jax.Array, latent: distrax.Distribution) -> jax.Array:
+    z, ld = _forward(flow, params, x)
+    return latent.log_prob(z) + ld
+
+
 def log_prob(flow: RealNVP, params, x, latent: Optional[distrax.Distribution] = None) -> jax.Array:
     """``log p_X(x) = log p_Z(f(x)) + log|det df/dx|``, shape ``(...)``.
 
     ``latent`` is any distrax distribution with event shape ``(dim,)``; default ``N(0, I)``.
     """
-    z, ld = f(flow, params, x)
-    return _latent(flow, params, latent).log_prob(z) + ld
+    check_params(flow, params)
+    return _log_prob(flow, params, as_events(flow, params, x, "x"), _latent(flow, params, latent))
 
 
 SampleShape = Union[int, Sequence[int]]
 
 
-def _draw_latent(flow, params, key, num_samples: SampleShape, latent) -> jax.Array:
-    shape = (num_samples,) if isinstance(num_samples, int) else tuple(num_samples)
-    return _latent(flow, params, latent).sample(seed=key, sample_shape=shape)
+def _sample_shape(num_samples: SampleShape) -> tuple[int, ...]:
+    return (int(num_samples),) if isinstance(num_samples, numbers.Integral) else tuple(map(int, num_samples))
+
+
+@functools.partial(jax.jit, static_argnames=("flow", "shape"))
+def _sample_and_log_prob(flow: RealNVP, params, key: jax.Array, shape: tuple[int, ...],
+                         latent: distrax.Distribution) -> tuple[jax.Array, jax.Array]:
+    z = latent.sample(seed=key, sample_shape=shape)
+    x, ld, _ = _inverse(flow, params, z)
+    return x, latent.log_prob(z) - ld
+
+
+def sample_and_log_prob(flow: RealNVP, params, key: jax.Array, num_samples: SampleShape = 1,
+                        latent: Optional[distrax.Distribution] = None) -> tuple[jax.Array, jax.Array]:
+    """Draw ``x = g(z)``, ``z = latent.sample(seed=key, sample_shape=(num_samples,))``, and its
+    ``log p_X(x) = log p_Z(z) - log|det dg/dz|`` in the same pass.
+
+    Returns ``x (num_samples, D)`` (``(*num_samples, D)`` for a tuple) and ``log p_X(x)
+    (num_samples,)``; both differentiable in ``params`` (reparameterisation).
+    """
+    check_params(flow, params)
+    return _sample_and_log_prob(flow, params, key, _sample_shape(num_samples), _latent(flow, params, latent))
 
 
 def sample(flow: RealNVP, params, key: jax.Array, num_samples: SampleShape = 1,
@@ -138,15 +164,6 @@ def sample(flow: RealNVP, params, key: jax.Array, num_samples: SampleShape = 1,
     """Draw ``x = g(z)``, ``z = latent.sample(seed=key, sample_shape=(num_samples,))``.
 
     Returns ``(num_samples, D)`` (or ``(*num_samples, D)`` for a tuple); differentiable in
-    ``params`` (reparameterisation).
+    ``params`` (reparameterisation). Under ``jit`` the unused log-density is removed by XLA.
     """
-    return g(flow, params, _draw_latent(flow, params, key, num_samples, latent))
-
-
-def sample_and_log_prob(flow: RealNVP, params, key: jax.Array, num_samples: SampleShape = 1,
-                        latent: Optional[distrax.Distribution] = None) -> tuple[jax.Array, jax.Array]:
-    """Samples as :func:`sample` and their ``log p_X(x) = log p_Z(z) - log|det dg/dz|``, in one pass."""
-    base = _latent(flow, params, latent)
-    z = _draw_latent(flow, params, key, num_samples, base)
-    x, ld = g_and_log_det(flow, params, z)
-    return x, base.log_prob(z) - ld
+    return sample_and_log_prob(flow, params, key, num_samples, latent)[0]

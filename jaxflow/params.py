@@ -13,6 +13,8 @@ hidden_dim=64, num_hidden=2)``::
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -34,6 +36,11 @@ def init(flow: RealNVP, key: jax.Array, dtype=jnp.float32) -> dict:
         raise TypeError(f"init: dtype must be a floating dtype, got {dtype}")
     if dtype.itemsize == 8 and not jax.config.jax_enable_x64:
         raise ValueError('init: dtype float64 needs jax.config.update("jax_enable_x64", True) first')
+    return _init(flow, key, dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("flow", "dtype"))
+def _init(flow: RealNVP, key: jax.Array, dtype: jnp.dtype) -> dict:
     module = conditioner_module(flow, param_dtype=dtype)
     x1 = jnp.zeros((1, flow.condition_dim), dtype)
     keys = jax.random.split(key, flow.num_flows)

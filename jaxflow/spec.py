@@ -45,13 +45,15 @@ class RealNVP:
       num_hidden: number of hidden ``H -> H`` layers in each conditioner.
       scale: scale map, one of ``"exp"`` (the article), ``"tanh"``, ``"sigmoid"``.
       clamp: ``c`` of the ``"tanh"`` soft clamp, the largest ``|log-scale|``; ignored otherwise.
-      identity_init: zero the conditioner's last layer, so that ``t = s = 0`` at initialisation
-        and (for ``"exp"`` and ``"tanh"``) the flow starts as the identity.
+      identity_init: zero the conditioner's last layer, so that ``t = s = 0`` at initialisation.
+        For ``"exp"`` and ``"tanh"`` every coupling is then the identity on values and only the
+        article's swap of halves remains: ``f(x) = roll(x, -d L)`` with log-det 0, so the
+        density starts as exactly the latent's (for the default isotropic ``N(0, I)``).
       negative_slope: slope of leaky_relu for negative inputs (0.01, as torch and flax).
       compute_dtype: dtype of the conditioner's matmuls (e.g. ``"bfloat16"``); ``None`` computes in
         the dtype of the parameters. The coupling and log-det always stay in the parameter dtype.
       scan_unroll: ``unroll`` of the ``jax.lax.scan`` over layers; ``1`` keeps compile time flat in
-        ``num_flows``, ``True`` unrolls every layer (for comparison).
+        ``num_flows``, ``True`` (stored as ``num_flows``) unrolls every layer, for comparison.
     """
 
     dim: int
@@ -74,8 +76,10 @@ class RealNVP:
             raise ValueError(f"RealNVP: scale must be one of {SCALES}, got {self.scale!r}")
         if not (isinstance(self.clamp, numbers.Real) and self.clamp > 0):
             raise ValueError(f"RealNVP: clamp must be a positive number, got {self.clamp!r}")
-        if self.scan_unroll is not True:
-            _require_int("scan_unroll", self.scan_unroll, 1)
+        if isinstance(self.scan_unroll, bool):
+            # normalised to an int: 1 == True in Python, so a bool would collide in jit's cache
+            object.__setattr__(self, "scan_unroll", self.num_flows if self.scan_unroll else 1)
+        _require_int("scan_unroll", self.scan_unroll, 1)
 
     @property
     def split_dim(self) -> int:

@@ -71,7 +71,7 @@ def as_events(flow: RealNVP, params, value, name: str) -> jax.Array:
         raise TypeError(f"{name} must be real, got complex dtype {dtype}")
     if not (jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)):
         raise TypeError(f"{name} must be a numeric array, got dtype {dtype}")
-    shape = jnp.shape(value)
+    shape = np.shape(value)
     if len(shape) == 0 or shape[-1] != flow.dim:
         raise ValueError(f"{name} must have shape (..., {flow.dim}) for {flow}, got shape {tuple(shape)}")
     return jnp.asarray(value, dtype=params_dtype(params))
