@@ -99,6 +99,18 @@ def test_float32_by_default_and_float64_needs_x64():
     assert second == 'init: dtype float64 needs jax.config.update("jax_enable_x64", True) first'
 
 
+def test_jaxflow_works_without_torch():
+    out = _run_without_x64("""
+        import sys
+        sys.modules["torch"] = None  # any import of torch now raises ImportError
+        import jax, jaxflow
+        flow = jaxflow.RealNVP(dim=2, num_flows=2, hidden_dim=8)
+        params = jaxflow.init(flow, jax.random.key(0))
+        print(jaxflow.log_prob(flow, params, jaxflow.sample(flow, params, jax.random.key(1), 3)).shape)
+    """)
+    assert out == "(3,)"
+
+
 def test_float64_end_to_end():
     flow, params, x = make(3, 2, jnp.float64)
     z, ld = jaxflow.f(flow, params, x)
