@@ -269,6 +269,7 @@ def fit(flow: RealNVP, std: Standardization, x_train, x_val, config: TrainConfig
     log_scale_sum = float(jnp.log(std.scale).sum())
     save = checkpoint or (lambda state: None)
     last_saved = state.step if state.step > 0 else None
+    val_nll = state.best_val_nll
     with _signals_caught() as received, _progress_bar(config, state, progress) as bar:
         while not is_finished(state, config):
             params, opt_state, loss = train_step(state.params, state.opt_state, state.rng, np.int32(state.step), u)
@@ -276,12 +277,13 @@ def fit(flow: RealNVP, std: Standardization, x_train, x_val, config: TrainConfig
             if not math.isfinite(loss):
                 raise TrainingDiverged(state.step + 1, loss, last_saved)
             state = state._replace(step=state.step + 1, params=params, opt_state=opt_state)
-            bar.update()
             if state.step % config.eval_every == 0 or state.step == config.steps:
                 state, val_nll = _validate(flow, std, x_val, state)
                 save(state)
                 last_saved = state.step
+            if progress:
                 bar.set_postfix(loss=f"{loss:.4f}", val_nll=f"{val_nll:.4f}", refresh=False)
+                bar.update()
             if received:
                 if last_saved != state.step:
                     save(state)
