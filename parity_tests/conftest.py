@@ -5,6 +5,9 @@
   are both exercised. Strict dtype promotion turns any silent cast inside jaxflow into an error.
 * Hypothesis runs a bounded, derandomised number of examples (profile ``parity``), so the suite
   is reproducible and fits its time budget; ``HYPOTHESIS_PROFILE=thorough`` runs 10x more.
+* torch runs on one CPU thread during each parity test (restored afterwards): the models are
+  tiny, and with two threads on a busy 2-core machine OpenMP synchronisation made a training
+  step 30x slower (measured: 100 steps 21 s vs 0.7 s).
 * The largest relative error of each compared quantity is printed at the end of the run, next
   to its tolerance (:mod:`parity_tests.tolerances`).
 """
@@ -12,6 +15,8 @@
 import os
 
 import jax
+import pytest
+import torch
 from hypothesis import settings
 
 jax.config.update("jax_enable_x64", True)
@@ -20,6 +25,14 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 settings.register_profile("parity", max_examples=12, deadline=None, derandomize=True, print_blob=True)
 settings.register_profile("thorough", max_examples=120, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "parity"))
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def pytest_terminal_summary(terminalreporter):

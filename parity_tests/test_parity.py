@@ -2,7 +2,7 @@
 
 For each configuration (dimension, depth, width, scale map, initialisation, dtype, batch shape)
 both sides hold the same weights; every public jaxflow function is compared with the torchref
-model's answer on the same inputs and the same latent draws.
+model's answer on the same inputs; ``sample`` on the same latent draws.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from hypothesis import example, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 import jaxflow
@@ -56,35 +56,59 @@ def _with_edge_cases(test):
 def test_values_steps_and_gradients(device, flow, dtype, batch_shape, init_in, seed):
     with on(device):
         params, model = make_pair(flow, seed, dtype, device, init_in)
-        x = np.random.default_rng(seed).standard_normal((*batch_shape, flow.dim)).astype(dtype)
-        results, z = _jax_results(flow, params, x, jax.random.key(seed))
-        expected = _torch_results(model, x, np.asarray(z), device)
-        for quantity, value in results.items():
+        x, z = np.random.default_rng(seed).standard_normal((2, *batch_shape, flow.dim)).astype(dtype)
+        expected = _torch_results(model, x, z, device)
+        assume(_well_conditioned(expected))
+        for quantity, value in _jax_results(flow, params, x, z).items():
             jax.tree_util.tree_map(lambda a, b: assert_close(a, to_numpy(b), quantity, dtype), value, expected[quantity])
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("flow", "dtype", "init_in"), EDGE_CASES[:3],
+                         ids=[f"dim{f.dim}-{f.scale}-{np.dtype(d).name}-{i}_init" for f, d, i in EDGE_CASES[:3]])
+def test_sample_is_g_of_the_latent_draws(device, flow, dtype, init_in):
+    """``jaxflow.sample(key) = g(z)`` for ``z`` the latent's draws with ``key``; torch likewise."""
+    with on(device):
+        params, model = make_pair(flow, 0, dtype, device, init_in)
+        key = jax.random.key(1)
+        z = jaxflow.standard_normal(flow.dim, dtype).sample(seed=key, sample_shape=(4, 8))
+        assert_close(jaxflow.sample(flow, params, key, (4, 8)), to_numpy(model.g(to_torch(z, device))), "sample", dtype)
+        torch.manual_seed(2)
+        samples = model.sample(8)
+        torch.manual_seed(2)
+        assert torch.equal(samples, model.g(model.latent_sample(8)))
+
+
+def _well_conditioned(results: dict, bound: float = 1e4) -> bool:
+    """Whether every value and intermediate step stays within ``bound``.
+
+    Flows that blow up standard-normal inputs (the unbounded ``exp`` scale with tiny, deep
+    conditioners: ``RealNVP(2, 14, hidden_dim=1, num_hidden=0)`` reaches ``|x| ~ 1e259``)
+    amplify the last-bit differences of both sides past any fixed tolerance, or overflow; they
+    say nothing about parity and are discarded.
+    """
+    checked = [results[q] for q in ("f", "log_det", "g_steps")]
+    return all(bool(torch.isfinite(v).all()) and float(v.abs().max()) <= bound for v in checked)
+
+
 @functools.partial(jax.jit, static_argnums=0)
-def _jax_results(flow, params, x, key):
-    """Every public jaxflow function on ``x`` and on the latent draws ``z`` of ``key``; and ``z``."""
+def _jax_results(flow, params, x, z) -> dict:
+    """Every public deterministic jaxflow function on data ``x`` and latents ``z``."""
 
     def nll(params, x):
         return -jnp.mean(jaxflow.log_prob(flow, params, x))
 
-    batch_shape = x.shape[:-1]
-    z = jaxflow.standard_normal(flow.dim, x.dtype).sample(seed=key, sample_shape=batch_shape)
     grad_params, grad_x = jax.grad(nll, argnums=(0, 1))(params, x)
-    results = {
+    return {
         "f": jaxflow.f(flow, params, x)[0],
         "log_det": jaxflow.log_det(flow, params, x),
         "log_prob": jaxflow.log_prob(flow, params, x),
         "g": jaxflow.g(flow, params, z),
         "g_log_det": jaxflow.g_and_log_det(flow, params, z)[1],
         "g_steps": jaxflow.g_steps(flow, params, z),
-        "sample": jaxflow.sample(flow, params, key, batch_shape),
         "grad_params": grad_params,
         "grad_x": grad_x,
     }
-    return results, z
 
 
 def _torch_results(model, x, z, device) -> dict:
@@ -102,7 +126,6 @@ def _torch_results(model, x, z, device) -> dict:
         "g": steps[-1],
         "g_log_det": -model.f(steps[-1])[1],  # log|det dg/dz| = -log|det df/dx| at x = g(z)
         "g_steps": torch.stack(steps),
-        "sample": steps[-1],  # the same latent draws
         "grad_params": torchref.to_jax_params(model, grad=True),
         "grad_x": tx.grad,
     }

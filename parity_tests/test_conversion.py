@@ -1,0 +1,141 @@
+"""The conversion: exact both ways, dtype preserved, layout as documented, and wrong ones caught."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+import jaxflow
+import torchref
+from parity_tests.devices import DEVICES, on
+from parity_tests.pairs import to_numpy, to_torch
+from parity_tests.tolerances import TOLERANCES, rel_err
+
+SPECS = [
+    jaxflow.RealNVP(2, 1, hidden_dim=1, num_hidden=0),
+    jaxflow.RealNVP(5, 3, hidden_dim=8, num_hidden=2, scale="tanh", clamp=2.5),
+    jaxflow.RealNVP(65, 2, hidden_dim=16, num_hidden=1, scale="sigmoid", negative_slope=0.2),
+]
+
+
+def random_params(flow: jaxflow.RealNVP, dtype, seed: int = 0) -> dict:
+    """Gaussian values in every leaf of ``flow``'s parameter pytree (shapes from jaxflow.init)."""
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(lambda: jaxflow.init(flow, jax.random.key(0)))
+    return jax.tree_util.tree_map(lambda s: jax.numpy.asarray(rng.standard_normal(s.shape).astype(dtype)), shapes)
+
+
+def assert_identical(a: dict, b: dict) -> None:
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("flow", SPECS, ids=str)
+def test_jax_torch_jax_round_trip_is_exact(flow, dtype, device):
+    with on(device):
+        params = random_params(flow, dtype)
+        model = torchref.from_jax(flow, params, device=device)
+        assert all(p.dtype == to_torch(np.zeros(0, dtype)).dtype and p.device.type == device for p in model.parameters())
+        back_flow, back = torchref.to_jax(model)
+    assert back_flow == flow
+    assert_identical(back, params)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_jax_torch_round_trip_is_exact(dtype):
+    torch.manual_seed(0)
+    model = torchref.build_flow(7, 4, hidden_dim=12, num_hidden=2, scale="sigmoid", dtype=dtype)
+    back = torchref.from_jax(*torchref.to_jax(model))
+    assert model.state_dict().keys() == back.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert back.state_dict()[key].dtype == dtype and torch.equal(back.state_dict()[key], value), key
+
+
+def test_identity_init_round_trips_from_jaxflow_init():
+    flow = jaxflow.RealNVP(5, 2, hidden_dim=8, num_hidden=1, identity_init=True)
+    params = jaxflow.init(flow, jax.random.key(0), dtype=np.float64)
+    model = torchref.from_jax(flow, params)
+    assert not model.flows[1].theta.dims.weight.any() and model.flows[1].theta.input.weight.any()
+    back_flow, back = torchref.to_jax(model, identity_init=True)
+    assert back_flow == flow
+    assert_identical(back, params)
+
+
+def test_layout_is_as_documented():
+    """torch ``dims`` row 2j is jax column j (t_j), row 2j + 1 is column d + j (s_j); kernels transposed."""
+    flow = SPECS[1]
+    params = random_params(flow, np.float64)
+    model = torchref.from_jax(flow, params)
+    layer, d = 2, flow.split_dim
+    jax_dims = np.asarray(params["conditioner"]["dims"]["kernel"][layer])  # (H, 2d)
+    torch_dims = to_numpy(model.flows[layer].theta.dims.weight)  # (2d, H)
+    for j in range(d):
+        np.testing.assert_array_equal(torch_dims[2 * j], jax_dims[:, j])
+        np.testing.assert_array_equal(torch_dims[2 * j + 1], jax_dims[:, d + j])
+    np.testing.assert_array_equal(to_numpy(model.flows[layer].theta.hidden[1].weight),
+                                  np.asarray(params["conditioner"]["hidden_1"]["kernel"][layer]).T)
+
+
+def _blocked_dims(model):  # rows copied in jaxflow's blocked order, un-permuted
+    for layer in model.flows:
+        rows = layer.theta.dims.weight.shape[0]
+        order = torch.as_tensor(np.argsort(torchref.convert.interleaved_order(rows // 2)))
+        layer.theta.dims.weight.copy_(layer.theta.dims.weight[order])
+        layer.theta.dims.bias.copy_(layer.theta.dims.bias[order])
+
+
+def _swapped_t_and_s(model):
+    for layer in model.flows:
+        rows = layer.theta.dims.weight.shape[0]
+        swap = torch.arange(rows).reshape(-1, 2).flip(-1).ravel()
+        layer.theta.dims.weight.copy_(layer.theta.dims.weight[swap])
+        layer.theta.dims.bias.copy_(layer.theta.dims.bias[swap])
+
+
+def _reversed_layers(model):
+    model.flows = torch.nn.ModuleList(reversed(model.flows))
+
+
+def _untransposed_hidden(model):
+    for layer in model.flows:
+        layer.theta.hidden[0].weight.copy_(layer.theta.hidden[0].weight.T.clone())
+
+
+@pytest.mark.parametrize("corrupt", [_blocked_dims, _swapped_t_and_s, _reversed_layers, _untransposed_hidden])
+def test_a_wrong_conversion_is_caught(corrupt):
+    """Each plausible conversion bug breaks parity by far more than the float32 tolerance."""
+    flow = SPECS[1]
+    params = random_params(flow, np.float64)
+    model = torchref.from_jax(flow, params)
+    x = np.random.default_rng(1).standard_normal((32, flow.dim))
+    expected = jaxflow.log_prob(flow, params, x)
+    assert rel_err(to_numpy(model.log_prob(to_torch(x))), expected) <= TOLERANCES["float64"]["log_prob"]
+    with torch.no_grad():
+        corrupt(model)
+    assert rel_err(to_numpy(model.log_prob(to_torch(x))), expected) > 100 * TOLERANCES["float32"]["log_prob"]
+
+
+def test_to_jax_rejects_a_non_uniform_stack():
+    torch.manual_seed(0)
+    model = torchref.build_flow(4, 3, hidden_dim=8, num_hidden=1)
+    model.flows[1].scale = "tanh"
+    with pytest.raises(ValueError, match="uniform stack"):
+        torchref.to_jax(model)
+    model.flows[1] = torchref.build_flow(4, 1, hidden_dim=16, num_hidden=1).flows[0]
+    with pytest.raises(ValueError, match="uniform stack"):
+        torchref.to_jax(model)
+
+
+def test_build_flow_validates_like_realnvp():
+    for bad in [dict(dim=1), dict(scale="softplus"), dict(num_flows=0)]:
+        args = dict(dim=4, num_flows=2) | bad
+        with pytest.raises(ValueError) as torch_error:
+            torchref.build_flow(**args)
+        with pytest.raises(ValueError) as jax_error:
+            jaxflow.RealNVP(**args)
+        assert str(torch_error.value) == str(jax_error.value)
