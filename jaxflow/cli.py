@@ -52,7 +52,7 @@ class _Interrupted(Exception):
 
 
 #: Defaults of ``fit`` and the settings of ``demo`` (tuned on moons, noise 0.05, for about a minute of CPU).
-DEFAULTS = {"steps": 5000, "batch_size": 256, "num_flows": 8, "hidden_dim": 64, "num_hidden": 2, "lr": 2e-3,
+DEFAULTS = {"steps": 5000, "batch_size": 256, "num_flows": 10, "hidden_dim": 64, "num_hidden": 2, "lr": 3e-3,
             "scale": "tanh", "seed": 0, "eval_every": 250, "patience": 20}
 
 
