@@ -35,8 +35,8 @@ from bench.compile_times import compile_seconds
 from bench.contenders import OPS, Contender, Problem, jaxflow_contender, torch_contender
 from bench.harness import first_call_seconds, interleaved_rounds, ratios_per_round, spread
 from bench.peak import conditioner_flops, matmul_peak
-from bench.report import (environment, format_compile_times, format_results, plot_sweep, result_stem,
-                          write_json)
+from bench.report import (environment, format_compile_times, format_results, format_summary, plot_sweep,
+                          result_stem, write_json)
 
 CONFIGS = {
     "small": (jaxflow.RealNVP(dim=2, num_flows=8, hidden_dim=64, num_hidden=2), 256),
@@ -75,6 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-compile-times", action="store_true", help="skip compile time against depth")
     p.add_argument("--peak-sizes", type=_csv(int), default=None,
                    help="matmul sizes n for the peak (default 1024,2048 on CPU, 4096,8192 on GPU)")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="torch.set_num_threads (default: torch's own choice, as for JAX; recorded)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results folder")
     p.add_argument("--quick", action="store_true",
@@ -169,13 +171,15 @@ def measure(config: str, problem: Problem, args: argparse.Namespace, ops: list[s
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     device = resolve_device(args.device)
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
     if device == "gpu":  # float32 means float32: no TF32 anywhere on the torch side either
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    env = environment(device, args.dtype)
+    env = environment(device, args.dtype, args.torch_threads)
     print(f"bench: {env['device_name']} ({env['jax_device']}), {args.dtype}, jax {env['versions']['jax']}, "
           f"torch {env['versions']['torch']}, {env['threads']['torch_num_threads']} torch threads "
-          f"(default threading on both sides), load average {env['load_average_1_5_15_min'][0]:.1f} "
+          f"({env['threads']['threading']}), load average {env['load_average_1_5_15_min'][0]:.1f} "
           f"on {env['cpu_count']} CPUs")
     peak_sizes = args.peak_sizes or ([4096, 8192] if device == "gpu" else [1024, 2048])
     peak = matmul_peak(peak_sizes, device, args.dtype, args.rounds, args.min_seconds)
@@ -187,6 +191,9 @@ def main(argv: list[str] | None = None) -> dict:
         batch = 64 if args.quick else batch
         results += measure(config, make_problem(flow, batch, device, args.dtype, args.seed), args, args.ops, peak)
         print(format_results([r for r in results if r["config"] == config]), flush=True)
+
+    if results:
+        print("\nspeed-up over torch eager (median of per-round ratios):\n" + format_summary(results), flush=True)
 
     sweep = []
     if not args.no_sweep:

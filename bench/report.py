@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 import torch
 
-__all__ = ["environment", "format_results", "format_compile_times", "result_stem", "write_json", "plot_sweep"]
+__all__ = ["environment", "format_results", "format_summary", "format_compile_times", "result_stem", "write_json", "plot_sweep"]
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "XLA_FLAGS",
                      "TF_CPP_MIN_LOG_LEVEL", "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES")
@@ -28,8 +28,8 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: str, dtype: str) -> dict:
-    """Versions, devices and thread settings; both libraries run with their default threading."""
+def environment(device: str, dtype: str, torch_threads: int | None = None) -> dict:
+    """Versions, devices and thread settings (library defaults unless ``torch_threads`` was set)."""
     import flax
     import optax
 
@@ -45,7 +45,8 @@ def environment(device: str, dtype: str) -> dict:
         "python": platform.python_version(),
         "versions": {"jax": jax.__version__, "jaxlib": jax.lib.__version__, "flax": flax.__version__,
                      "optax": optax.__version__, "torch": torch.__version__},
-        "threads": {"threading": "library defaults on both sides",
+        "threads": {"threading": ("default threading on both sides" if torch_threads is None
+                                  else f"torch.set_num_threads({torch_threads}), JAX default"),
                     "torch_num_threads": torch.get_num_threads(),
                     "torch_num_interop_threads": torch.get_num_interop_threads(),
                     "environment": {k: os.environ.get(k) for k in _THREAD_VARIABLES}},
@@ -72,6 +73,20 @@ def format_results(rows: list[dict]) -> str:
         lines.append(f"{row['op']:<11} {row['implementation']:<18} {_stats(row['seconds'], 1e3):<26} "
                      f"{_stats(row['speedup_vs_eager']):<22} {row['gflops']:>8.1f} "
                      f"{100 * row['fraction_of_peak']:>5.0f}% {row['warmup_seconds']:>9.2f}")
+    return "\n".join(lines)
+
+
+def format_summary(rows: list[dict]) -> str:
+    """Speed-ups over torch eager (median of per-round ratios) as a markdown table, one column per
+    configuration and operation, as in the issue."""
+    cells = [(r["config"], r["op"]) for r in rows]
+    columns = list(dict.fromkeys(cells))
+    names = list(dict.fromkeys(r["implementation"] for r in rows))
+    speedup = {(r["implementation"], r["config"], r["op"]): r["speedup_vs_eager"]["median"] for r in rows}
+    lines = ["| implementation | " + " | ".join(f"{c} {op}" for c, op in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for name in names:
+        lines.append(f"| {name} | " + " | ".join(f"{speedup[(name, c, op)]:.2f}x" for c, op in columns) + " |")
     return "\n".join(lines)
 
 
