@@ -28,13 +28,14 @@ import sys
 import time
 from typing import Optional, Sequence
 
+import jax
 import numpy as np
 
 from jaxflow import checkpoint
 from jaxflow.data import BUILTIN, DataError, Splits, load_array, load_dataset
 from jaxflow.scales import SCALES
 from jaxflow.spec import RealNVP
-from jaxflow.train import TrainConfig, TrainingDiverged, fit, mean_nll, standardization
+from jaxflow.train import TrainConfig, TrainingDiverged, data_sample, fit, mean_nll, standardization
 
 __all__ = ["main", "CLIError", "DEFAULTS"]
 
@@ -180,9 +181,14 @@ def _fit(data: str, run_dir: str, options: dict, standardize: bool, quiet: bool)
     return checkpoint.Checkpoint(flow, config, std, state, run), splits
 
 
-def _evaluate(ckpt: checkpoint.Checkpoint, x: np.ndarray, name: str) -> dict:
+def _check_dim(ckpt: checkpoint.Checkpoint, x: np.ndarray, name: str) -> None:
     if x.shape[1] != ckpt.flow.dim:
         raise CLIError(f"{name}: data have {x.shape[1]} columns, the model expects dim {ckpt.flow.dim}")
+
+
+def _evaluate(ckpt: checkpoint.Checkpoint, x: np.ndarray, name: str) -> dict:
+    """``nll_nats``, ``bits_per_dim = nll / (D ln 2)`` and ``num_examples`` of ``x`` under the best parameters."""
+    _check_dim(ckpt, x, name)
     nll = mean_nll(ckpt.flow, ckpt.state.best_params, ckpt.standardization, x)
     return {"nll_nats": nll, "bits_per_dim": nll / (x.shape[1] * math.log(2)), "num_examples": len(x)}
 
@@ -226,10 +232,6 @@ def _cmd_eval(args) -> None:
 
 
 def _cmd_sample(args) -> None:
-    import jax
-
-    from jaxflow.train import data_sample
-
     _check_output(args.out, (".npy", ".csv"))
     if args.num_samples < 1:
         raise CLIError(f"-n must be >= 1, got {args.num_samples}")
@@ -259,8 +261,7 @@ def _cmd_plot(args) -> None:
     data = None
     if args.data is not None:
         data = _eval_data(args.data)[0]
-        if data.shape[1] != ckpt.flow.dim:
-            raise CLIError(f"{args.data}: data have {data.shape[1]} columns, the model expects dim {ckpt.flow.dim}")
+        _check_dim(ckpt, data, args.data)
     _plot(ckpt, data, args.out)
     print(f"wrote {args.out}")
 
