@@ -31,8 +31,10 @@ pinwheel     Johnson et al. (2016): 5 arms, ``r ~ N(1, 0.3^2)``, tangential     
 The curve datasets (moons, circles, spirals) have densities
 :math:`p(x) = \\sum_k w_k \\int p_k(t)\\, \\mathcal{N}(x; c_k(t), \\sigma^2 I)\\, dt`, which
 :meth:`Toy.log_prob` evaluates with the midpoint rule on nodes spaced at most ``noise / 2`` along
-each curve (the rule's relative error for a Gaussian kernel is then about ``exp(-8 pi^2) ~ 1e-34``): a
-Gaussian mixture with one component per node. The pinwheel's density follows from the change of
+each curve: a Gaussian mixture with one component per node. Along the interior of a curve the
+rule's error is spectrally small (1e-13 in ``log p``); beyond the open ends of the moons it is
+``O((h / noise)^2)``, at most 2e-3 in ``log p``, which moves the moons entropy by 3e-6 (measured
+against nodes 8 times finer). The pinwheel's density follows from the change of
 variables ``(r, tau) -> x``, summed over preimages (``_pinwheel_log_prob``).
 
 .. warning:: scikit-learn's ``make_moons``/``make_circles`` place ``t`` on an even grid
