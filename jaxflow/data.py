@@ -32,9 +32,10 @@ The curve datasets (moons, circles, spirals) have densities
 :math:`p(x) = \\sum_k w_k \\int p_k(t)\\, \\mathcal{N}(x; c_k(t), \\sigma^2 I)\\, dt`, which
 :meth:`Toy.log_prob` evaluates with the midpoint rule on nodes spaced at most ``noise / 2`` along
 each curve: a Gaussian mixture with one component per node. Along the interior of a curve the
-rule's error is spectrally small (1e-13 in ``log p``); beyond the open ends of the moons it is
-``O((h / noise)^2)``, at most 2e-3 in ``log p``, which moves the moons entropy by 3e-6 (measured
-against nodes 8 times finer). The pinwheel's density follows from the change of
+rule's error is spectrally small (1e-13 in ``log p``); beyond the open end of a curve it is an
+endpoint term of order ``(h / noise)^2``, growing with the distance past the end (2e-3 in
+``log p`` just past a moon's tip, up to 0.1 for rare points 0.6 past a spiral's outer end). The
+entropies move by 3e-6 (moons) and 5e-6 (spirals) against nodes 8 times finer. The pinwheel's density follows from the change of
 variables ``(r, tau) -> x``, summed over preimages (``_pinwheel_log_prob``).
 
 .. warning:: scikit-learn's ``make_moons``/``make_circles`` place ``t`` on an even grid
