@@ -6,7 +6,7 @@ stack as ``lax.scan`` and unrolled) and torchref (eager; ``torch.compile`` with
 Reports medians with min-max spread over interleaved rounds, speed-ups over torch eager taken
 within each round, conditioner GFLOP/s against the measured matmul peak of the same library,
 warm-up (compile) times, a batch-size sweep and compile time against depth. Writes a table to
-stdout and ``<out>/<date>_<device>_<dtype>.json`` and ``.png``.
+stdout and ``<out>/<start time>_<device>_<dtype>.json`` and ``.png``.
 
 Examples::
 
@@ -34,7 +34,7 @@ import jaxflow
 from bench.compile_times import compile_seconds
 from bench.contenders import OPS, Contender, Problem, jaxflow_contender, torch_contender
 from bench.harness import first_call_seconds, interleaved_rounds, ratios_per_round, spread
-from bench.peak import conditioner_flops, matmul_peak
+from bench.peak import conditioner_flops, matmul_calls, matmul_peak
 from bench.report import (environment, format_compile_times, format_results, format_summary, plot_sweep,
                           result_stem, write_json)
 
@@ -145,23 +145,34 @@ def warm_up_and_check_parity(contenders: list[Contender], ops: list[str], dtype:
 
 
 def measure(config: str, problem: Problem, args: argparse.Namespace, ops: list[str], peak: dict) -> list[dict]:
-    """Rows of timings for ``ops`` on ``problem``, one per operation and implementation."""
+    """Rows of timings for ``ops`` on ``problem``, one per operation and implementation.
+
+    Each library's peak matmul (size ``peak[library]["n"]``) runs in every round next to the
+    contenders, so fractions of peak are taken per round, at the machine's speed of the moment.
+    """
     contenders = make_contenders(problem, args.torch_compile)
     warm = warm_up_and_check_parity(contenders, ops, args.dtype)
+    peak_calls = {f"{library} matmul": matmul_calls(p["n"], problem.device, args.dtype)[library]
+                  for library, p in peak.items()}
     rows = []
     for op in ops:
-        samples = interleaved_rounds({c.name: c.calls[op] for c in contenders}, args.rounds, args.min_seconds)
+        calls = {c.name: c.calls[op] for c in contenders} | peak_calls
+        samples = interleaved_rounds(calls, args.rounds, args.min_seconds)
         flops = conditioner_flops(problem.flow, problem.batch, op)
         for c in contenders:
+            peak_n = peak[c.library]["n"]
             seconds = spread(samples[c.name])
-            gflops = flops / seconds["median"] / 1e9
+            # fraction of peak in round r: (flops / t_c[r]) / (2 n^3 / t_peak[r])
+            fractions = [flops / (2 * peak_n**3) * ratio
+                         for ratio in ratios_per_round(samples[f"{c.library} matmul"], samples[c.name])]
             rows.append({
                 "config": config, "op": op, "implementation": c.name, "batch": problem.batch,
                 "shape": {k: getattr(problem.flow, k) for k in ("dim", "num_flows", "hidden_dim", "num_hidden")},
                 "seconds": seconds, "samples_seconds": samples[c.name],
                 "speedup_vs_eager": spread(ratios_per_round(samples[BASELINE], samples[c.name])),
-                "conditioner_flops": flops, "gflops": gflops,
-                "fraction_of_peak": gflops / peak[c.library]["gflops"],
+                "conditioner_flops": flops, "gflops": flops / seconds["median"] / 1e9,
+                "fraction_of_peak": spread(fractions)["median"], "fraction_of_peak_spread": spread(fractions),
+                "peak_gflops_in_rounds": spread([2 * peak_n**3 / t / 1e9 for t in samples[f"{c.library} matmul"]]),
                 "warmup_seconds": warm[op][c.name]["warmup_seconds"],
                 "parity_max_abs_diff": warm[op][c.name]["max_abs_diff"],
             })
@@ -170,6 +181,7 @@ def measure(config: str, problem: Problem, args: argparse.Namespace, ops: list[s
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    start = datetime.datetime.now(datetime.timezone.utc)
     device = resolve_device(args.device)
     if args.torch_threads is not None:
         torch.set_num_threads(args.torch_threads)
@@ -210,10 +222,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"\n{args.compile_config} (D={flow.dim} H={flow.hidden_dim}, batch 256), "
               + format_compile_times(compile_times))
 
-    date = datetime.datetime.now(datetime.timezone.utc)
     record = {
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": date.isoformat(timespec="seconds"), "environment": env,
+        "started": start.isoformat(timespec="seconds"),
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "environment": env,
         "method": {"rounds": args.rounds, "min_seconds_per_sample": args.min_seconds, "baseline": BASELINE,
                    "statistic": "median over interleaved rounds, [min-max]; speed-ups per round",
                    "warm_up": "first call timed apart (tracing, compilation), excluded from the rounds",
@@ -221,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
         "peak": peak, "results": results, "sweep": sweep, "compile_times": compile_times,
         "compile_config": args.compile_config, "load_average_at_end": os.getloadavg(),
     }
-    stem = args.out / result_stem(env, date.strftime("%Y-%m-%d"))
+    stem = args.out / result_stem(env, start.strftime("%Y-%m-%dT%H%MZ"))
     write_json(record, stem.with_suffix(".json"))
     if sweep:
         plot_sweep(sweep, f"{args.sweep_config} config: throughput vs batch size ({env['device_name']}, "

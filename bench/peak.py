@@ -11,9 +11,15 @@ batch ``B`` through ``L`` layers costs
 (input layer, ``n`` hidden layers, output layer). ``log_prob`` and ``sample`` are one forward pass
 each; a training step is counted as three (forward, and the two backward products per layer,
 with respect to inputs and to weights), the usual arithmetic floor.
+
+The peak is the best median over a few sizes, measured once at the start; as a shared machine's
+speed drifts, the benchmark also times that best matmul inside every round of every problem and
+reports each contender's fraction of the peak measured in the same round.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +30,7 @@ import jaxflow
 from bench.contenders import torch_device
 from bench.harness import interleaved_rounds, spread
 
-__all__ = ["FORWARD_PASSES", "conditioner_flops", "matmul_peak"]
+__all__ = ["FORWARD_PASSES", "conditioner_flops", "matmul_calls", "matmul_peak"]
 
 FORWARD_PASSES = {"log_prob": 1, "sample": 1, "train_step": 3}
 
@@ -36,35 +42,39 @@ def conditioner_flops(flow: jaxflow.RealNVP, batch: int, op: str) -> int:
     return 2 * batch * flow.num_flows * macs_per_event * FORWARD_PASSES[op]
 
 
+def matmul_calls(n: int, device: str, dtype: str) -> dict[str, Callable[[], object]]:
+    """Synchronised, warm ``n x n`` matmul calls of each library, ``{"jax": ..., "torch": ...}``."""
+    rng = np.random.default_rng(n)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    jax_dev, torch_dev = jax.devices("gpu" if device == "gpu" else "cpu")[0], torch_device(device)
+    ja, jb = jax.device_put((jnp.asarray(a, jnp.dtype(dtype)), jnp.asarray(b, jnp.dtype(dtype))), jax_dev)
+    ta, tb = (torch.from_numpy(v).to(torch_dev, getattr(torch, dtype)) for v in (a, b))
+    jmatmul = jax.jit(jnp.matmul)
+
+    def jax_call():
+        with jax.default_matmul_precision("highest"):
+            return jax.block_until_ready(jmatmul(ja, jb))
+
+    def torch_call():
+        out = ta @ tb
+        if torch_dev.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    calls = {"jax": jax_call, "torch": torch_call}
+    for call in calls.values():
+        call()
+    return calls
+
+
 def matmul_peak(sizes: list[int], device: str, dtype: str, rounds: int, min_seconds: float) -> dict:
     """Best median GFLOP/s of square ``n x n`` matmuls over ``sizes``, per library, interleaved.
 
-    Returns ``{"jax": {"gflops", "n", ...}, "torch": {...}}``; float32 at highest precision.
+    Returns ``{"jax": {"gflops", "n", "seconds"}, "torch": {...}}``; float32 at highest precision.
     """
-    jax_dtype, torch_dtype = jnp.dtype(dtype), getattr(torch, dtype)
-    jax_dev, torch_dev = jax.devices("gpu" if device == "gpu" else "cpu")[0], torch_device(device)
     best: dict[str, dict] = {}
     for n in sizes:
-        rng = np.random.default_rng(n)
-        a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
-        ja, jb = jax.device_put((jnp.asarray(a, jax_dtype), jnp.asarray(b, jax_dtype)), jax_dev)
-        ta, tb = (torch.from_numpy(v).to(torch_dev, torch_dtype) for v in (a, b))
-        jmatmul = jax.jit(jnp.matmul)
-
-        def jax_call():
-            with jax.default_matmul_precision("highest"):
-                return jax.block_until_ready(jmatmul(ja, jb))
-
-        def torch_call():
-            out = ta @ tb
-            if torch_dev.type == "cuda":
-                torch.cuda.synchronize()
-            return out
-
-        calls = {"jax": jax_call, "torch": torch_call}
-        for call in calls.values():
-            call()
-        samples = interleaved_rounds(calls, rounds, min_seconds)
+        samples = interleaved_rounds(matmul_calls(n, device, dtype), rounds, min_seconds)
         for library, seconds in samples.items():
             stats = spread(seconds)
             gflops = 2 * n**3 / stats["median"] / 1e9

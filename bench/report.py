@@ -102,7 +102,7 @@ def format_compile_times(rows: list[dict]) -> str:
 
 
 def result_stem(env: dict, date: str) -> str:
-    """``<date>_<device name>_<dtype>``, e.g. ``2026-11-29_cpu-amd-epyc_float32``."""
+    """``<date>_<device name>_<dtype>``, e.g. ``2026-11-29T1305Z_cpu-amd-epyc_float32``."""
     name = re.sub(r"[^a-z0-9]+", "-", f"{env['device']}-{env['device_name']}".lower()).strip("-")
     return f"{date}_{name}_{env['dtype']}"
 
