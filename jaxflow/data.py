@@ -35,8 +35,9 @@ each curve: a Gaussian mixture with one component per node. Along the interior o
 rule's error is spectrally small (1e-13 in ``log p``); beyond the open end of a curve it is an
 endpoint term of order ``(h / noise)^2``, growing with the distance past the end (2e-3 in
 ``log p`` just past a moon's tip, up to 0.1 for rare points 0.3 from a spiral's outer end). The
-entropies move by 3e-6 (moons) and 5e-6 (spirals) against nodes 8 times finer. The pinwheel's density follows from the change of
-variables ``(r, tau) -> x``, summed over preimages (``_pinwheel_log_prob``).
+entropies move by 3e-6 (moons) and 5e-6 (spirals) against nodes 8 times finer. The pinwheel's
+density follows from the change of variables ``(r, tau) -> x``, summed over preimages
+(``_pinwheel_log_prob``).
 
 .. warning:: scikit-learn's ``make_moons``/``make_circles`` place ``t`` on an even grid
    (``linspace``); here ``t`` is random, so that samples are i.i.d. from the density above.
