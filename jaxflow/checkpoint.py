@@ -30,6 +30,7 @@ import dataclasses
 import glob
 import hashlib
 import json
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -99,7 +100,7 @@ def save(run_dir: str, flow: RealNVP, config: TrainConfig, std: Standardization,
         "train": dataclasses.asdict(config),
         "run": run,
         "step": state.step,
-        "best_val_nll": state.best_val_nll,
+        "best_val_nll": state.best_val_nll if math.isfinite(state.best_val_nll) else None,  # strict JSON
         "payload": {"file": name, "sha256": digest, "bytes": len(payload)},
     }
     _atomic_write(os.path.join(run_dir, METADATA), json.dumps(meta, indent=2).encode())
