@@ -4,7 +4,8 @@
   (as ``tests/conftest.py`` does), and every test passes explicit dtypes, so float32 and float64
   are both exercised. Strict dtype promotion turns any silent cast inside jaxflow into an error.
 * Hypothesis runs a bounded, derandomised number of examples (profile ``parity``), so the suite
-  is reproducible and fits its time budget; ``HYPOTHESIS_PROFILE=thorough`` runs 10x more.
+  is reproducible and fits its time budget; ``HYPOTHESIS_PROFILE=thorough`` runs 10x more (also
+  derandomised: the README quotes its measured maxima).
 * torch runs on one CPU thread during each parity test (restored afterwards): the models are
   tiny, and with two threads on a busy 2-core machine OpenMP synchronisation made a training
   step 30x slower (measured: 100 steps 21 s vs 0.7 s).
@@ -23,7 +24,7 @@ jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 settings.register_profile("parity", max_examples=12, deadline=None, derandomize=True, print_blob=True)
-settings.register_profile("thorough", max_examples=120, deadline=None)
+settings.register_profile("thorough", max_examples=120, deadline=None, derandomize=True, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "parity"))
 
 

@@ -18,7 +18,7 @@ def make_pair(flow: jaxflow.RealNVP, seed: int, dtype, device: str = "cpu", init
         params = jaxflow.init(flow, jax.random.key(seed), dtype=dtype)
         return params, torchref.from_jax(flow, params, device=device)
     torch.manual_seed(seed)
-    model = torchref.from_spec(flow, dtype=to_torch(np.zeros(0, dtype)).dtype, device=device)
+    model = torchref.from_spec(flow, dtype=getattr(torch, np.dtype(dtype).name), device=device)
     converted, params = torchref.to_jax(model, identity_init=flow.identity_init)
     assert converted == flow
     return params, model

@@ -138,8 +138,7 @@ def to_jax(model: NormalizingFlow, **options) -> Tuple[jaxflow.RealNVP, dict]:
 def from_jax(flow: jaxflow.RealNVP, params, device: Optional[torch.device | str] = None) -> NormalizingFlow:
     """The torch model of ``(flow, params)``, in the params' dtype, on ``device`` (default CPU)."""
     check_params(flow, params)
-    dtype = torch.from_numpy(np.zeros(0, params_dtype(params))).dtype
-    model = from_spec(flow, dtype=dtype, device=device)
+    model = from_spec(flow, dtype=getattr(torch, params_dtype(params).name), device=device)
     d = flow.split_dim
     with torch.no_grad():
         for i, layer in enumerate(model.flows):
