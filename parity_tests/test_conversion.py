@@ -120,13 +120,19 @@ def test_a_wrong_conversion_is_caught(corrupt):
     assert rel_err(to_numpy(model.log_prob(to_torch(x))), expected) > 100 * TOLERANCES["float32"]["log_prob"]
 
 
-def test_to_jax_rejects_a_non_uniform_stack():
+def _wider_layer(model):
+    model.flows[1] = torchref.build_flow(4, 1, hidden_dim=16, num_hidden=1).flows[0]
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda model: setattr(model.flows[1], "scale", "tanh"),
+    lambda model: setattr(model.flows[2].theta, "negative_slope", 0.2),
+    _wider_layer,
+], ids=["scale", "negative_slope", "width"])
+def test_to_jax_rejects_a_non_uniform_stack(mutate):
     torch.manual_seed(0)
     model = torchref.build_flow(4, 3, hidden_dim=8, num_hidden=1)
-    model.flows[1].scale = "tanh"
-    with pytest.raises(ValueError, match="uniform stack"):
-        torchref.to_jax(model)
-    model.flows[1] = torchref.build_flow(4, 1, hidden_dim=16, num_hidden=1).flows[0]
+    mutate(model)
     with pytest.raises(ValueError, match="uniform stack"):
         torchref.to_jax(model)
 

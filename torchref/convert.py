@@ -109,7 +109,8 @@ def spec_of(model: NormalizingFlow, **options) -> jaxflow.RealNVP:
     )
     expected = {k: v.shape for k, v in from_spec(spec, device="meta").state_dict().items()}
     got = {k: v.shape for k, v in model.state_dict().items()}
-    if got != expected or any((layer.scale, layer.clamp) != (first.scale, first.clamp) for layer in model.flows):
+    options_of = lambda layer: (layer.scale, layer.clamp, layer.theta.negative_slope, layer.split.dim)
+    if got != expected or any(options_of(layer) != options_of(first) for layer in model.flows):
         raise ValueError(f"to_jax: model is not a uniform stack of affine coupling layers matching {spec}")
     return spec
 
