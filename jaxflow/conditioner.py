@@ -11,13 +11,12 @@ The article's torch code instead reads its output interleaved (``reshape(..., d,
 ``t = out[..., 0]``, ``s = out[..., 1]``); :mod:`torchref.convert` permutes the rows between the
 two layouts, and that is the only place the layouts meet.
 
-Initialisation matches ``torch.nn.Linear``'s default in distribution: kernel and bias both
-``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``.
+Values come from :func:`jaxflow.init` (``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, as
+``torch.nn.Linear``); this module defines the computation and the parameters' names and shapes.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -25,18 +24,6 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["Conditioner"]
-
-
-def _torch_linear_bias_init(fan_in: int):
-    bound = 1.0 / math.sqrt(fan_in)
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
-_torch_linear_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
 class Conditioner(nn.Module):
@@ -47,26 +34,18 @@ class Conditioner(nn.Module):
     hidden_dim: int
     num_hidden: int
     negative_slope: float = 0.01
-    zero_last: bool = False
     param_dtype: Any = jnp.float32
     compute_dtype: Optional[Any] = None
 
-    def _dense(self, features: int, fan_in: int, name: str, zero: bool = False) -> nn.Dense:
-        return nn.Dense(
-            features,
-            dtype=self.compute_dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=nn.initializers.zeros if zero else _torch_linear_kernel_init,
-            bias_init=nn.initializers.zeros if zero else _torch_linear_bias_init(fan_in),
-            name=name,
-        )
+    def _dense(self, features: int, name: str) -> nn.Dense:
+        return nn.Dense(features, dtype=self.compute_dtype, param_dtype=self.param_dtype, name=name)
 
     @nn.compact
     def __call__(self, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
         act = lambda h: nn.leaky_relu(h, self.negative_slope)
-        h = act(self._dense(self.hidden_dim, self.in_dim, "input")(x1))
+        h = act(self._dense(self.hidden_dim, "input")(x1))
         for k in range(self.num_hidden):
-            h = act(self._dense(self.hidden_dim, self.hidden_dim, f"hidden_{k}")(h))
-        out = self._dense(2 * self.out_dim, self.hidden_dim, "dims", zero=self.zero_last)(h)
+            h = act(self._dense(self.hidden_dim, f"hidden_{k}")(h))
+        out = self._dense(2 * self.out_dim, "dims")(h)
         t, s = jnp.split(out, 2, axis=-1)
         return t, s

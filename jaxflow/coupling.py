@@ -39,7 +39,6 @@ def conditioner_module(flow: RealNVP, param_dtype=jnp.float32) -> Conditioner:
         hidden_dim=flow.hidden_dim,
         num_hidden=flow.num_hidden,
         negative_slope=flow.negative_slope,
-        zero_last=flow.identity_init,
         param_dtype=param_dtype,
         compute_dtype=flow.compute_dtype,
     )
