@@ -1,8 +1,7 @@
 """Settings of the parity suite, visible in one place.
 
-* float64 is a process-wide switch in JAX: it is enabled here, at import, for the whole session
-  (as ``tests/conftest.py`` does), and every test passes explicit dtypes, so float32 and float64
-  are both exercised. Strict dtype promotion turns any silent cast inside jaxflow into an error.
+* float64, strict dtype promotion and XLA's compile settings are set for both suites by the
+  repository's root ``conftest.py``; every test here passes explicit dtypes.
 * Hypothesis runs a bounded, derandomised number of examples (profile ``parity``), so the suite
   is reproducible and fits its time budget; ``HYPOTHESIS_PROFILE=thorough`` runs 10x more (also
   derandomised: the README quotes its measured maxima).
@@ -15,13 +14,9 @@
 
 import os
 
-import jax
 import pytest
 import torch
 from hypothesis import settings
-
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 settings.register_profile("parity", max_examples=12, deadline=None, derandomize=True, print_blob=True)
 settings.register_profile("thorough", max_examples=120, deadline=None, derandomize=True, print_blob=True)
