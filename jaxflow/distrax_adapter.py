@@ -11,7 +11,8 @@ from typing import Optional
 import distrax
 import jax
 
-from jaxflow.flow import _latent, f, g_and_log_det
+from jaxflow.flow import check_latent, f, g_and_log_det, resolve_latent
+from jaxflow.validation import params_dtype
 from jaxflow.spec import RealNVP
 
 __all__ = ["FlowBijector", "as_bijector", "as_distribution"]
@@ -39,4 +40,5 @@ def as_bijector(flow: RealNVP, params) -> FlowBijector:
 
 def as_distribution(flow: RealNVP, params, latent: Optional[distrax.Distribution] = None) -> distrax.Transformed:
     """The flow's density ``p_X`` as a ``distrax.Transformed(latent, as_bijector(flow, params))``."""
-    return distrax.Transformed(_latent(flow, params, latent), as_bijector(flow, params))
+    check_latent(flow, latent)
+    return distrax.Transformed(resolve_latent(flow, latent, params_dtype(params)), as_bijector(flow, params))

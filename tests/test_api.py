@@ -249,6 +249,22 @@ def test_program_size_does_not_grow_with_depth():
     assert size(64, True) > size(16, True) > size(2, True)  # the measure does see unrolled growth
 
 
+def test_repeated_eager_calls_compile_once():
+    """The default latent is built inside the trace: a distrax object passed to jit carries bound
+    methods in its pytree metadata, so a fresh one per call recompiled every call (0.2 s each)."""
+    from jaxflow import flow as flow_module
+
+    flow, params, x = make(3, 2, jnp.float64)
+    jaxflow.log_prob(flow, params, x)
+    jaxflow.sample_and_log_prob(flow, params, jax.random.key(0), 5)
+    compiled = (flow_module._log_prob._cache_size(), flow_module._sample_and_log_prob._cache_size())
+    for seed in range(3):
+        jaxflow.log_prob(flow, params, x + seed)
+        jaxflow.sample(flow, params, jax.random.key(seed), 5)
+        jaxflow.sample_and_log_prob(flow, params, jax.random.key(seed), 5)
+    assert (flow_module._log_prob._cache_size(), flow_module._sample_and_log_prob._cache_size()) == compiled
+
+
 # ---------------------------------------------------------------- distrax
 
 def test_distrax_bijector_and_distribution_agree_with_jaxflow():
