@@ -29,7 +29,6 @@ __all__ = ["Conditioner"]
 class Conditioner(nn.Module):
     """``x1 (..., D - d) -> (t, s)``, each ``(..., d)``."""
 
-    in_dim: int
     out_dim: int
     hidden_dim: int
     num_hidden: int

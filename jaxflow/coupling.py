@@ -34,7 +34,6 @@ __all__ = ["conditioner_module", "coupling_forward", "coupling_inverse"]
 def conditioner_module(flow: RealNVP, param_dtype=jnp.float32) -> Conditioner:
     """The Flax conditioner of every layer of ``flow``."""
     return Conditioner(
-        in_dim=flow.condition_dim,
         out_dim=flow.split_dim,
         hidden_dim=flow.hidden_dim,
         num_hidden=flow.num_hidden,

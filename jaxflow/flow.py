@@ -178,6 +178,8 @@ def sample(flow: RealNVP, params, key: jax.Array, num_samples: SampleShape = 1,
     """Draw ``x = g(z)``, ``z = latent.sample(seed=key, sample_shape=(num_samples,))``.
 
     Returns ``(num_samples, D)`` (or ``(*num_samples, D)`` for a tuple); differentiable in
-    ``params`` (reparameterisation). Under ``jit`` the unused log-density is removed by XLA.
+    ``params`` (reparameterisation). Shares :func:`sample_and_log_prob`'s program: called
+    eagerly it also evaluates the latent log-density (one elementwise pass); inside a caller's
+    ``jit`` XLA removes it as unused.
     """
     return sample_and_log_prob(flow, params, key, num_samples, latent)[0]

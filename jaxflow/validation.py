@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxflow.params import init
 from jaxflow.spec import RealNVP
 
 __all__ = ["check_params", "params_dtype", "as_events", "expected_param_shapes"]
@@ -20,8 +21,6 @@ __all__ = ["check_params", "params_dtype", "as_events", "expected_param_shapes"]
 @functools.lru_cache(maxsize=256)
 def expected_param_shapes(flow: RealNVP) -> dict:
     """``{path: shape}`` of the parameter pytree of ``flow`` (cached per spec)."""
-    from jaxflow.params import init  # local: params imports this module
-
     shapes = jax.eval_shape(lambda: init(flow, jax.random.key(0)))
     return {jax.tree_util.keystr(path): leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(shapes)}
 
