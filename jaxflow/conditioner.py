@@ -26,6 +26,24 @@ import jax.numpy as jnp
 __all__ = ["Conditioner"]
 
 
+def _dot_general_without_unit_contraction(lhs, rhs, dimension_numbers, precision=None,
+                                          preferred_element_type=None, **kwargs):
+    """``jax.lax.dot_general``, with a contraction over one coordinate padded by a zero to two.
+
+    The product is unchanged: ``x w = [x, 0] [w; 0]``. XLA:CPU rewrites a size-1 contraction
+    (the input layer when ``dim - d = 1``, as for 2-d data, or any layer of width 1) into a
+    broadcast-multiply loop fusion and splits that across threads, which costs a thread hand-off
+    in every layer. Padded, it stays a library matmul: on 2 cores the small benchmark's log_prob
+    (D=2, L=8, H=64, batch 256) went from 0.88 to 0.62 ms (1.40x, A/B in one process).
+    """
+    (lhs_contract, rhs_contract), _ = dimension_numbers
+    if len(lhs_contract) == 1 and lhs.shape[lhs_contract[0]] == 1:
+        lhs = jnp.concatenate([lhs, jnp.zeros_like(lhs)], axis=lhs_contract[0])
+        rhs = jnp.concatenate([rhs, jnp.zeros_like(rhs)], axis=rhs_contract[0])
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=preferred_element_type, **kwargs)
+
+
 class Conditioner(nn.Module):
     """``x1 (..., D - d) -> (t, s)``, each ``(..., d)``."""
 
@@ -37,7 +55,8 @@ class Conditioner(nn.Module):
     compute_dtype: Optional[Any] = None
 
     def _dense(self, features: int, name: str) -> nn.Dense:
-        return nn.Dense(features, dtype=self.compute_dtype, param_dtype=self.param_dtype, name=name)
+        return nn.Dense(features, dtype=self.compute_dtype, param_dtype=self.param_dtype,
+                        dot_general=_dot_general_without_unit_contraction, name=name)
 
     @nn.compact
     def __call__(self, x1: jax.Array) -> tuple[jax.Array, jax.Array]:

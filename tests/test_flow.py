@@ -40,20 +40,31 @@ def test_log_dets_and_inverses_on_whole_stacks(dim, num_flows, scale, dtype):
     assert_close(jaxflow.f(flow, params, jaxflow.g(flow, params, latent))[0], latent, "round_trip")
 
 
-def test_single_layer_matches_the_article_equation():
-    """z = concat(x1, x2 * exp(s) + t), log|det| = sum(s), with (t, s) = theta(x1) by hand."""
-    flow, params, x = make(5, 1, jnp.float64)
-    layer = jax.tree.map(lambda leaf: leaf[0], params["conditioner"])
+@pytest.mark.parametrize("dim, hidden_dim", [(5, 16), (2, 16), (4, 1)])
+def test_single_layer_matches_the_article_equation(dim, hidden_dim):
+    """z = concat(x1, x2 * exp(s) + t), log|det| = sum(s), with (t, s) = theta(x1) by hand; values
+    and parameter gradients. dim 2 and hidden_dim 1 have one-coordinate contractions, which the
+    conditioner pads (:func:`jaxflow.conditioner._dot_general_without_unit_contraction`)."""
+    flow, params, x = make(dim, 1, jnp.float64, hidden_dim=hidden_dim)
     d = flow.split_dim
     x2, x1 = x[:, :d], x[:, d:]
-    h = x1
-    for name in ["input", "hidden_0", "hidden_1"]:
-        h = jax.nn.leaky_relu(h @ layer[name]["kernel"] + layer[name]["bias"], 0.01)
-    out = h @ layer["dims"]["kernel"] + layer["dims"]["bias"]
-    t, s = out[:, :d], out[:, d:]
-    z, ld = jaxflow.f(flow, params, x)
-    assert_close(z, jnp.concatenate([x1, x2 * jnp.exp(s) + t], axis=-1), "same_math")
-    assert_close(ld, s.sum(-1), "same_math")
+
+    def by_hand(params):
+        layer = jax.tree.map(lambda leaf: leaf[0], params["conditioner"])
+        h = x1
+        for name in ["input", "hidden_0", "hidden_1"]:
+            h = jax.nn.leaky_relu(h @ layer[name]["kernel"] + layer[name]["bias"], 0.01)
+        out = h @ layer["dims"]["kernel"] + layer["dims"]["bias"]
+        t, s = out[:, :d], out[:, d:]
+        return jnp.concatenate([x1, x2 * jnp.exp(s) + t], axis=-1), s.sum(-1)
+
+    (z, ld), (z_hand, ld_hand) = jaxflow.f(flow, params, x), by_hand(params)
+    assert_close(z, z_hand, "same_math")
+    assert_close(ld, ld_hand, "same_math")
+    summary = lambda out: jnp.sum(jnp.sin(out[0])) + jnp.sum(out[1])
+    grads = jax.grad(lambda p: summary(jaxflow.f(flow, p, x)))(params)
+    grads_hand = jax.grad(lambda p: summary(by_hand(p)))(params)
+    jax.tree.map(lambda a, b: assert_close(a, b, "same_math"), grads, grads_hand)
 
 
 @pytest.mark.parametrize("scale", jaxflow.SCALES)
