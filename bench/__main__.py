@@ -1,8 +1,10 @@
-"""``python -m bench``: jaxflow against torchref, interleaved in one process.
+"""``python -m bench``: jaxflow against torchref and peer JAX implementations, interleaved in one process.
 
 Times ``log_prob``, ``sample`` and an Adam training step for jaxflow (``jax.jit``; the layer
-stack as ``lax.scan`` and unrolled) and torchref (eager; ``torch.compile`` with
-``--torch-compile``) on the same weights, dtype and batches, after asserting once that they agree.
+stack as ``lax.scan`` and unrolled), torchref (eager; ``torch.compile`` with ``--torch-compile``)
+and the peers of :mod:`bench.peers` (hand-written Flax + ``lax.scan``, distrax + Flax, flowjax;
+``--no-peers`` skips them) on the same weights, dtype and batches, after asserting once that
+they agree (flowjax, with its own weights, is shape-matched and not compared).
 Reports medians with min-max spread over interleaved rounds, speed-ups over torch eager taken
 within each round, conditioner GFLOP/s against the measured matmul peak of the same library,
 warm-up (compile) times, a batch-size sweep and compile time against depth. Writes a table to
@@ -35,8 +37,9 @@ from bench.compile_times import compile_seconds
 from bench.contenders import OPS, Contender, Problem, jaxflow_contender, torch_contender
 from bench.harness import first_call_seconds, interleaved_rounds, ratios_per_round, spread
 from bench.peak import conditioner_flops, matmul_calls, matmul_peak
-from bench.report import (environment, format_compile_times, format_results, format_summary, plot_sweep,
-                          result_stem, write_json)
+from bench.peers import PEERS, peer_contenders, skipped
+from bench.report import (environment, format_compile_times, format_results, format_summary, format_vs_best_peer,
+                          plot_sweep, result_stem, write_json)
 
 CONFIGS = {
     "small": (jaxflow.RealNVP(dim=2, num_flows=8, hidden_dim=64, num_hidden=2), 256),
@@ -47,8 +50,14 @@ CONFIGS = {
 
 BASELINE = "torch eager"
 
+JAXFLOW = {"jaxflow scan": 1, "jaxflow unrolled": True}
+"""jaxflow's contenders: name and ``scan_unroll``."""
+
 TOLERANCES = {"float32": {"rtol": 1e-3, "atol": 1e-3}, "bfloat16": {"rtol": 5e-2, "atol": 0.5}}
 """Parity tolerances per matmul dtype: loose, since two libraries round differently across layers."""
+
+PARITY = {True: f"asserted against {BASELINE}", False: "shape-matched, own weights: not compared"}
+"""A result row's ``parity``, by the contender's ``value_matched``."""
 
 
 def _csv(kind):
@@ -63,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="matmul dtype")
     p.add_argument("--torch-compile", action="store_true", help="add torchref under torch.compile (slow to compile)")
+    p.add_argument("--no-peers", action="store_true", help="skip the peer JAX implementations (bench.peers)")
     p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
     p.add_argument("--min-seconds", type=float, default=0.1, help="shortest timed sample; short calls are grouped")
     p.add_argument("--sweep-config", choices=list(CONFIGS), default="small")
@@ -111,20 +121,23 @@ def make_problem(flow: jaxflow.RealNVP, batch: int, device: str, dtype: str, see
     return Problem(flow=flow, params=params, x=x, z=z, device=device, dtype=dtype)
 
 
-def make_contenders(problem: Problem, with_torch_compile: bool) -> list[Contender]:
-    contenders = [jaxflow_contender(problem, "jaxflow scan", scan_unroll=1),
-                  jaxflow_contender(problem, "jaxflow unrolled", scan_unroll=True),
-                  torch_contender(problem, BASELINE, compile=False)]
+def make_contenders(problem: Problem, with_torch_compile: bool, with_peers: bool) -> list[Contender]:
+    contenders = [jaxflow_contender(problem, name, unroll) for name, unroll in JAXFLOW.items()]
+    contenders.append(torch_contender(problem, BASELINE, compile=False))
     if with_torch_compile:
         contenders.append(torch_contender(problem, "torch.compile", compile=True))
+    if with_peers:
+        contenders += peer_contenders(problem)
     return contenders
 
 
 def warm_up_and_check_parity(contenders: list[Contender], ops: list[str], dtype: str) -> dict:
     """Run every call once (twice for the train step, so the second loss checks the update) as its
-    warm-up, timing the first call, and assert that all outputs agree with torch eager's.
+    warm-up, timing the first call, and assert that the outputs of every value-matched contender
+    agree with torch eager's.
 
-    Returns ``{op: {implementation: {"warmup_seconds", "max_abs_diff"}}}``.
+    Returns ``{op: {implementation: {"warmup_seconds", "max_abs_diff"}}}``, ``max_abs_diff`` None
+    for contenders that are not value-matched.
     """
     report: dict[str, dict] = {}
     for op in ops:
@@ -137,10 +150,13 @@ def warm_up_and_check_parity(contenders: list[Contender], ops: list[str], dtype:
             outputs[c.name] = np.stack(out)
             report[op][c.name] = {"warmup_seconds": warmup}
         reference = outputs[BASELINE]
-        for name, value in outputs.items():
-            np.testing.assert_allclose(value, reference, **TOLERANCES[dtype],
-                                       err_msg=f"bench: parity failed for {op} of {name} vs {BASELINE}")
-            report[op][name]["max_abs_diff"] = float(np.max(np.abs(value - reference)))
+        for c in contenders:
+            report[op][c.name]["max_abs_diff"] = None
+            if c.value_matched:
+                value = outputs[c.name]
+                np.testing.assert_allclose(value, reference, **TOLERANCES[dtype],
+                                           err_msg=f"bench: parity failed for {op} of {c.name} vs {BASELINE}")
+                report[op][c.name]["max_abs_diff"] = float(np.max(np.abs(value - reference)))
     return report
 
 
@@ -150,7 +166,7 @@ def measure(config: str, problem: Problem, args: argparse.Namespace, ops: list[s
     Each library's peak matmul (size ``peak[library]["n"]``) runs in every round next to the
     contenders, so fractions of peak are taken per round, at the machine's speed of the moment.
     """
-    contenders = make_contenders(problem, args.torch_compile)
+    contenders = make_contenders(problem, args.torch_compile, not args.no_peers)
     warm = warm_up_and_check_parity(contenders, ops, args.dtype)
     peak_calls = {f"{library} matmul": matmul_calls(p["n"], problem.device, args.dtype)[library]
                   for library, p in peak.items()}
@@ -174,7 +190,8 @@ def measure(config: str, problem: Problem, args: argparse.Namespace, ops: list[s
                 "fraction_of_peak": spread(fractions)["median"], "fraction_of_peak_spread": spread(fractions),
                 "peak_gflops_in_rounds": spread([2 * peak_n**3 / t / 1e9 for t in samples[f"{c.library} matmul"]]),
                 "warmup_seconds": warm[op][c.name]["warmup_seconds"],
-                "parity_max_abs_diff": warm[op][c.name]["max_abs_diff"],
+                "peer": c.name in PEERS, "value_matched": c.value_matched,
+                "parity": PARITY[c.value_matched], "parity_max_abs_diff": warm[op][c.name]["max_abs_diff"],
             })
     return rows
 
@@ -193,6 +210,9 @@ def main(argv: list[str] | None = None) -> dict:
           f"torch {env['versions']['torch']}, {env['threads']['torch_num_threads']} torch threads "
           f"({env['threads']['threading']}), load average {env['load_average_1_5_15_min'][0]:.1f} "
           f"on {env['cpu_count']} CPUs")
+    skipped_peers = {} if args.no_peers else skipped(args.dtype)
+    for name, reason in skipped_peers.items():
+        print(f"bench: skipping {name}: {reason}")
     peak_sizes = args.peak_sizes or ([4096, 8192] if device == "gpu" else [1024, 2048])
     peak = matmul_peak(peak_sizes, device, args.dtype, args.rounds, args.min_seconds)
     print("matmul peak (GFLOP/s): " + ", ".join(f"{lib} {p['gflops']:.1f} (n={p['n']})" for lib, p in peak.items()))
@@ -206,6 +226,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     if results:
         print("\nspeed-up over torch eager (median of per-round ratios):\n" + format_summary(results), flush=True)
+    if any(r["peer"] for r in results):
+        print("\njaxflow against the fastest peer (median of per-round ratios, > 1: jaxflow faster):\n"
+              + format_vs_best_peer(results, list(JAXFLOW)), flush=True)
 
     sweep = []
     if not args.no_sweep:
@@ -230,7 +253,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "statistic": "median over interleaved rounds, [min-max]; speed-ups per round",
                    "warm_up": "first call timed apart (tracing, compilation), excluded from the rounds",
                    "parity_tolerance": TOLERANCES[args.dtype], "seed": args.seed},
-        "peak": peak, "results": results, "sweep": sweep, "compile_times": compile_times,
+        "skipped_contenders": skipped_peers, "peak": peak, "results": results, "sweep": sweep,
+        "compile_times": compile_times,
         "compile_config": args.compile_config, "load_average_at_end": os.getloadavg(),
     }
     stem = args.out / result_stem(env, start.strftime("%Y-%m-%dT%H%MZ"))

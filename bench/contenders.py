@@ -8,7 +8,8 @@ Operations (``OPS``), on the same weights, dtype and batches for every contender
   ``torch.optim.Adam``, same hyper-parameters), state carried from call to call.
 
 Contenders: jaxflow under ``jax.jit`` with the layer stack as a ``lax.scan`` and fully unrolled
-(``RealNVP(..., scan_unroll=True)``), torchref eager, and torchref under ``torch.compile``.
+(``RealNVP(..., scan_unroll=True)``), torchref eager, and torchref under ``torch.compile``; the
+peer JAX implementations (:mod:`bench.peers`) are built with :func:`jax_contender` too.
 bfloat16 means bfloat16 matmuls with float32 parameters and log-det accumulation: jaxflow's
 ``RealNVP(compute_dtype="bfloat16")`` and torch's ``torch.autocast``.
 
@@ -32,7 +33,8 @@ import torch
 import jaxflow
 import torchref
 
-__all__ = ["OPS", "Problem", "Contender", "adam_train_step", "jaxflow_contender", "torch_contender"]
+__all__ = ["OPS", "Problem", "Contender", "adam_step", "adam_train_step", "jax_contender", "jaxflow_contender",
+           "torch_contender"]
 
 OPS = ("log_prob", "sample", "train_step")
 
@@ -55,6 +57,11 @@ class Problem:
     def batch(self) -> int:
         return self.x.shape[0]
 
+    @property
+    def compute_dtype(self) -> str | None:
+        """The conditioner's matmul dtype for a JAX implementation; None: the parameters' (float32)."""
+        return "bfloat16" if self.dtype == "bfloat16" else None
+
 
 @dataclasses.dataclass
 class Contender:
@@ -64,37 +71,44 @@ class Contender:
     name: str
     library: str  # "jax" or "torch": whose matmul peak its GFLOP/s are compared with
     calls: dict[str, Callable[[], np.ndarray]]
+    value_matched: bool = True  # same weights and function as torch eager, so its outputs are compared
 
 
 def _jax_device(device: str) -> jax.Device:
     return jax.devices("gpu" if device == "gpu" else "cpu")[0]
 
 
-def adam_train_step(flow: jaxflow.RealNVP, learning_rate: float = LEARNING_RATE):
-    """``(step, optimizer)``: ``step(params, opt_state, x) -> (params, opt_state, loss)`` minimises
-    ``-mean log p_X(x)`` with ``optax.adam`` (torch's Adam defaults: b1 0.9, b2 0.999, eps 1e-8)."""
+def adam_step(loss: Callable, learning_rate: float = LEARNING_RATE):
+    """``(step, optimizer)``: ``step(params, opt_state, x) -> (params, opt_state, loss(params, x))``,
+    one ``optax.adam`` update on ``loss``'s gradient in ``params`` (torch's Adam defaults: b1 0.9,
+    b2 0.999, eps 1e-8); the loss returned is the one before the update."""
     optimizer = optax.adam(learning_rate)
 
     def step(params, opt_state, x):
-        loss, grads = jax.value_and_grad(lambda p: -jnp.mean(jaxflow.log_prob(flow, p, x)))(params)
+        value, grads = jax.value_and_grad(loss)(params, x)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        return optax.apply_updates(params, updates), opt_state, value
 
     return step, optimizer
 
 
-def jaxflow_contender(problem: Problem, name: str, scan_unroll: int | bool) -> Contender:
-    """jaxflow under ``jax.jit``; the train step donates parameters and optimiser state."""
-    flow = dataclasses.replace(problem.flow, scan_unroll=scan_unroll,
-                               compute_dtype="bfloat16" if problem.dtype == "bfloat16" else None)
+def adam_train_step(flow: jaxflow.RealNVP, learning_rate: float = LEARNING_RATE):
+    """:func:`adam_step` minimising jaxflow's ``-mean log p_X(x)``."""
+    return adam_step(lambda params, x: -jnp.mean(jaxflow.log_prob(flow, params, x)), learning_rate)
+
+
+def jax_contender(problem: Problem, name: str, log_prob: Callable, sample: Callable, params,
+                  value_matched: bool = True) -> Contender:
+    """A JAX implementation under ``jax.jit``: ``log_prob(params, x) -> (batch,)`` and
+    ``sample(params, z) -> (batch, dim)`` on ``problem``'s batches; the train step is
+    :func:`adam_step` on ``-mean log_prob`` and donates parameters and optimiser state."""
     device = _jax_device(problem.device)
-    params, x, z = jax.device_put((problem.params, jnp.asarray(problem.x), jnp.asarray(problem.z)), device)
+    params, x, z = jax.device_put((params, jnp.asarray(problem.x), jnp.asarray(problem.z)), device)
     # float32 rows run at full float32 precision (no TF32 on GPUs); it is part of jit's cache key.
     precision = "highest" if problem.dtype == "float32" else "default"
 
-    train_step, optimizer = adam_train_step(flow)
-    log_prob = jax.jit(lambda params, x: jaxflow.log_prob(flow, params, x))
-    sample = jax.jit(lambda params, z: jaxflow.g(flow, params, z))
+    train_step, optimizer = adam_step(lambda params, x: -jnp.mean(log_prob(params, x)))
+    jit_log_prob, jit_sample = jax.jit(log_prob), jax.jit(sample)
     step = jax.jit(train_step, donate_argnums=(0, 1))
     state = [jax.tree.map(jnp.copy, params), optimizer.init(params)]
 
@@ -109,10 +123,17 @@ def jaxflow_contender(problem: Problem, name: str, scan_unroll: int | bool) -> C
         return call
 
     return Contender(name, "jax", {
-        "log_prob": synchronised(lambda: log_prob(params, x)),
-        "sample": synchronised(lambda: sample(params, z)),
+        "log_prob": synchronised(lambda: jit_log_prob(params, x)),
+        "sample": synchronised(lambda: jit_sample(params, z)),
         "train_step": synchronised(run_step),
-    })
+    }, value_matched)
+
+
+def jaxflow_contender(problem: Problem, name: str, scan_unroll: int | bool) -> Contender:
+    """jaxflow (``log_prob`` and ``g``) on ``problem.params``, through :func:`jax_contender`."""
+    flow = dataclasses.replace(problem.flow, scan_unroll=scan_unroll, compute_dtype=problem.compute_dtype)
+    return jax_contender(problem, name, lambda params, x: jaxflow.log_prob(flow, params, x),
+                         lambda params, z: jaxflow.g(flow, params, z), problem.params)
 
 
 def torch_device(device: str) -> torch.device:

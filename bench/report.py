@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -11,7 +12,13 @@ from pathlib import Path
 import jax
 import torch
 
-__all__ = ["environment", "format_results", "format_summary", "format_compile_times", "result_stem", "write_json", "plot_sweep"]
+from bench.harness import ratios_per_round, spread
+
+__all__ = ["environment", "format_results", "format_summary", "format_vs_best_peer", "format_compile_times",
+           "result_stem", "write_json", "plot_sweep"]
+
+UNMATCHED = "*"
+"""Marks implementations whose values are not compared (``value_matched`` false) in tables."""
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "XLA_FLAGS",
                      "TF_CPP_MIN_LOG_LEVEL", "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES")
@@ -29,7 +36,9 @@ def _cpu_name() -> str:
 
 
 def environment(device: str, dtype: str, torch_threads: int | None = None) -> dict:
-    """Versions, devices and thread settings (library defaults unless ``torch_threads`` was set)."""
+    """Versions, devices and thread settings (library defaults unless ``torch_threads`` was set);
+    the optional peers' versions are None when they are not installed."""
+    import distrax
     import flax
     import optax
 
@@ -44,13 +53,31 @@ def environment(device: str, dtype: str, torch_threads: int | None = None) -> di
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": {"jax": jax.__version__, "jaxlib": jax.lib.__version__, "flax": flax.__version__,
-                     "optax": optax.__version__, "torch": torch.__version__},
+                     "optax": optax.__version__, "torch": torch.__version__, "distrax": distrax.__version__,
+                     **{name: _installed_version(name) for name in ("flowjax", "equinox")}},
         "threads": {"threading": ("default threading on both sides" if torch_threads is None
                                   else f"torch.set_num_threads({torch_threads}), JAX default"),
                     "torch_num_threads": torch.get_num_threads(),
                     "torch_num_interop_threads": torch.get_num_interop_threads(),
                     "environment": {k: os.environ.get(k) for k in _THREAD_VARIABLES}},
     }
+
+
+def _label(row: dict) -> str:
+    return row["implementation"] + ("" if row["value_matched"] else UNMATCHED)
+
+
+def _footnote(rows: list[dict]) -> list[str]:
+    if all(r["value_matched"] for r in rows):
+        return []
+    return [f"{UNMATCHED} shape-matched with its own weights: timed, not compared with torch eager's values"]
+
+
+def _installed_version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _stats(s: dict, scale: float = 1.0, digits: int = 3) -> str:
@@ -60,7 +87,7 @@ def _stats(s: dict, scale: float = 1.0, digits: int = 3) -> str:
 def format_results(rows: list[dict]) -> str:
     """One table per problem: time, speed-up over torch eager, GFLOP/s and fraction of peak."""
     lines = []
-    header = (f"{'op':<11} {'implementation':<18} {'ms median [min-max]':<26} {'vs eager [min-max]':<22}"
+    header = (f"{'op':<11} {'implementation':<20} {'ms median [min-max]':<26} {'vs eager [min-max]':<22}"
               f" {'GFLOP/s':>8} {'%peak':>6} {'warm-up s':>9}")
     problem = None
     for row in rows:
@@ -70,10 +97,10 @@ def format_results(rows: list[dict]) -> str:
             shape = row["shape"]
             lines += ["", f"{row['config']}: D={shape['dim']} L={shape['num_flows']} H={shape['hidden_dim']} "
                           f"num_hidden={shape['num_hidden']} batch={row['batch']}", header]
-        lines.append(f"{row['op']:<11} {row['implementation']:<18} {_stats(row['seconds'], 1e3):<26} "
+        lines.append(f"{row['op']:<11} {_label(row):<20} {_stats(row['seconds'], 1e3):<26} "
                      f"{_stats(row['speedup_vs_eager']):<22} {row['gflops']:>8.1f} "
                      f"{100 * row['fraction_of_peak']:>5.0f}% {row['warmup_seconds']:>9.2f}")
-    return "\n".join(lines)
+    return "\n".join(lines + _footnote(rows))
 
 
 def format_summary(rows: list[dict]) -> str:
@@ -81,12 +108,30 @@ def format_summary(rows: list[dict]) -> str:
     configuration and operation, as in the issue."""
     cells = [(r["config"], r["op"]) for r in rows]
     columns = list(dict.fromkeys(cells))
-    names = list(dict.fromkeys(r["implementation"] for r in rows))
+    labels = {r["implementation"]: _label(r) for r in rows}
     speedup = {(r["implementation"], r["config"], r["op"]): r["speedup_vs_eager"]["median"] for r in rows}
     lines = ["| implementation | " + " | ".join(f"{c} {op}" for c, op in columns) + " |",
              "|---|" + "---:|" * len(columns)]
+    for name, label in labels.items():
+        lines.append(f"| {label} | " + " | ".join(f"{speedup[(name, c, op)]:.2f}x" for c, op in columns) + " |")
+    return "\n".join(lines + _footnote(rows))
+
+
+def format_vs_best_peer(rows: list[dict], names: list[str]) -> str:
+    """``names`` (jaxflow's rows) against the fastest peer of each configuration and operation
+    (lowest median time): the median over rounds of ``t_peer[r] / t[r]`` (> 1: faster than every
+    peer), as a markdown table with the fastest peer named per column."""
+    columns = list(dict.fromkeys((r["config"], r["op"]) for r in rows if r["peer"]))
+    by_cell = {(r["implementation"], r["config"], r["op"]): r for r in rows}
+    best = {cell: min((r for r in rows if r["peer"] and (r["config"], r["op"]) == cell),
+                      key=lambda r: r["seconds"]["median"]) for cell in columns}
+    lines = ["| implementation | " + " | ".join(f"{c} {op}" for c, op in columns) + " |",
+             "|---|" + "---:|" * len(columns),
+             "| fastest peer | " + " | ".join(_label(best[cell]) for cell in columns) + " |"]
     for name in names:
-        lines.append(f"| {name} | " + " | ".join(f"{speedup[(name, c, op)]:.2f}x" for c, op in columns) + " |")
+        ratios = [ratios_per_round(best[cell]["samples_seconds"], by_cell[(name, *cell)]["samples_seconds"])
+                  for cell in columns]
+        lines.append(f"| {name} | " + " | ".join(f"{spread(r)['median']:.2f}x" for r in ratios) + " |")
     return "\n".join(lines)
 
 
@@ -113,7 +158,7 @@ def write_json(record: dict, path: Path) -> None:
 
 
 def plot_sweep(rows: list[dict], title: str, path: Path) -> None:
-    """Throughput (events/s) against batch size, log-log, one panel per operation."""
+    """Throughput (events/s) against batch size, log-log, one panel per operation; peers dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,11 +167,11 @@ def plot_sweep(rows: list[dict], title: str, path: Path) -> None:
     ops = list(dict.fromkeys(r["op"] for r in rows))
     fig, axes = plt.subplots(1, len(ops), figsize=(5.5 * len(ops), 4.2), squeeze=False)
     for ax, op in zip(axes[0], ops):
-        for name in dict.fromkeys(r["implementation"] for r in rows):
+        for name, row in {r["implementation"]: r for r in rows}.items():
             points = sorted((r["batch"], r["batch"] / r["seconds"]["median"]) for r in rows
                             if r["op"] == op and r["implementation"] == name)
             batches, throughput = zip(*points)
-            ax.plot(batches, throughput, marker="o", label=name)
+            ax.plot(batches, throughput, marker="o", linestyle="--" if row["peer"] else "-", label=_label(row))
         ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="events / s (median)", title=op)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()

@@ -1,4 +1,5 @@
-"""Smoke test of ``python -m bench --quick``: it runs, agrees across libraries, and writes its results.
+"""Smoke test of ``python -m bench --quick``: it runs, agrees across libraries, and writes its results;
+and the peer implementations (:mod:`bench.peers`) compute jaxflow's function.
 
 Timings are reported by the harness, never asserted here. The run is a subprocess, as users run
 it (and outside this session's x64 setting); ``OMP_NUM_THREADS=1`` keeps eager torch from stalling
@@ -13,11 +14,15 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import jaxflow
+from bench.__main__ import warm_up_and_check_parity
+from bench.contenders import OPS, Contender, Problem, jaxflow_contender
 from bench.harness import interleaved_rounds, ratios_per_round, spread
 from bench.peak import conditioner_flops
+from bench import peers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,14 +41,19 @@ def quick_run(tmp_path_factory):
 def test_quick_run_reports_every_operation_and_implementation(quick_run):
     stdout, record, _ = quick_run
     cells = {(r["op"], r["implementation"]) for r in record["results"]}
-    ops = ("log_prob", "sample", "train_step")
-    names = ("jaxflow scan", "jaxflow unrolled", "torch eager")
-    assert cells == {(op, name) for op in ops for name in names}
+    runnable_peers = peers.PEERS.keys() - peers.skipped("float32").keys()  # flowjax may be absent
+    names = {"jaxflow scan", "jaxflow unrolled", "torch eager"} | runnable_peers
+    assert cells == {(op, name) for op in OPS for name in names}
+    assert record["skipped_contenders"] == peers.skipped("float32")
     for row in record["results"]:
         assert 0 < row["seconds"]["min"] <= row["seconds"]["median"] <= row["seconds"]["max"]
         assert row["gflops"] > 0 and row["warmup_seconds"] > 0
-        assert row["parity_max_abs_diff"] < 1e-3
-    assert "jaxflow scan" in stdout and "vs eager" in stdout
+        assert row["peer"] == (row["implementation"] in peers.PEERS)
+        if row["implementation"] == "flowjax":  # its own weights: timed, not compared
+            assert not row["value_matched"] and row["parity_max_abs_diff"] is None
+        else:
+            assert row["value_matched"] and row["parity_max_abs_diff"] < 1e-3
+    assert "jaxflow scan" in stdout and "vs eager" in stdout and "fastest peer" in stdout
 
 
 def test_quick_run_records_method_environment_and_extras(quick_run):
@@ -74,3 +84,49 @@ def test_interleaved_rounds_rotate_the_order_and_ratios_pair_rounds():
     assert all(len(v) == 3 for v in samples.values())
     assert ratios_per_round([2.0, 4.0], [1.0, 1.0]) == [2.0, 4.0]
     assert spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
+
+
+def _tiny_problem(dim: int = 3) -> Problem:
+    """An odd ``dim``, so that the halves differ in size and a wrong split shows."""
+    flow = jaxflow.RealNVP(dim=dim, num_flows=3, hidden_dim=8, num_hidden=1)
+    rng = np.random.default_rng(0)
+    x, z = (rng.standard_normal((5, dim), dtype=np.float32) for _ in range(2))
+    return Problem(flow, jaxflow.init(flow, jax.random.key(0), jnp.float32), x, z, device="cpu", dtype="float32")
+
+
+def _outputs(contender: Contender) -> dict:
+    """Each op's output, twice (the second train-step loss checks the update)."""
+    # optax's Adam mixes Python scalars and int32 counts: not allowed under this session's strict promotion
+    with jax.numpy_dtype_promotion("standard"):
+        return {op: np.stack([contender.calls[op]() for _ in range(2)]) for op in OPS}
+
+
+@pytest.mark.parametrize("make", [peers.minimal_contender, peers.distrax_contender])
+def test_value_matched_peers_compute_jaxflows_function(make):
+    problem = _tiny_problem()
+    expected = _outputs(jaxflow_contender(problem, "jaxflow scan", scan_unroll=1))
+    peer = make(problem)
+    assert peer.value_matched
+    for op, value in _outputs(peer).items():
+        np.testing.assert_allclose(value, expected[op], rtol=1e-5, atol=1e-6, err_msg=f"{peer.name} {op}")
+
+
+def test_parity_check_fails_a_wrong_value_matched_contender_and_skips_unmatched_ones():
+    def constant(value):
+        return {"log_prob": lambda: np.full(3, value, np.float32)}
+
+    eager = Contender("torch eager", "torch", constant(0.0))
+    report = warm_up_and_check_parity([eager, Contender("own", "jax", constant(1.0), value_matched=False)],
+                                      ["log_prob"], "float32")
+    assert report["log_prob"]["own"]["max_abs_diff"] is None
+    with pytest.raises(AssertionError, match="parity failed for log_prob of wrong"):
+        warm_up_and_check_parity([eager, Contender("wrong", "jax", constant(1.0))], ["log_prob"], "float32")
+
+
+def test_peers_skip_flowjax_when_it_cannot_be_imported_or_run_in_bfloat16(monkeypatch):
+    problem = _tiny_problem()
+    monkeypatch.setattr(peers, "_flowjax_import_error", lambda: "No module named 'flowjax'")
+    assert set(peers.skipped("float32")) == {"flowjax"}
+    assert [c.name for c in peers.peer_contenders(problem)] == ["flax+scan (minimal)", "distrax+flax"]
+    monkeypatch.setattr(peers, "_flowjax_import_error", lambda: None)
+    assert peers.skipped("float32") == {} and set(peers.skipped("bfloat16")) == {"flowjax"}
