@@ -173,7 +173,7 @@ def measure(config: str, problem: Problem, args: argparse.Namespace, ops: list[s
     rows = []
     for op in ops:
         calls = {c.name: c.calls[op] for c in contenders} | peak_calls
-        samples = interleaved_rounds(calls, args.rounds, args.min_seconds)
+        samples = interleaved_rounds(calls, args.rounds, args.min_seconds, args.seed)
         flops = conditioner_flops(problem.flow, problem.batch, op)
         for c in contenders:
             peak_n = peak[c.library]["n"]
@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "environment": env,
         "method": {"rounds": args.rounds, "min_seconds_per_sample": args.min_seconds, "baseline": BASELINE,
                    "statistic": "median over interleaved rounds, [min-max]; speed-ups per round",
+                   "order": "every round visits the contenders in a fresh random order (seeded by --seed)",
                    "warm_up": "first call timed apart (tracing, compilation), excluded from the rounds",
                    "parity_tolerance": TOLERANCES[args.dtype], "seed": args.seed},
         "skipped_contenders": skipped_peers, "peak": peak, "results": results, "sweep": sweep,

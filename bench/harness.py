@@ -4,9 +4,9 @@ Every contender is a zero-argument callable that performs one complete, synchron
 results pass through ``jax.block_until_ready``; torch on a GPU ends with
 ``torch.cuda.synchronize()``), so a wall-clock interval around it measures the work and not the
 dispatch. The first call (tracing, compilation, allocator warm-up) is timed on its own and
-reported separately. Then each round times every contender once, in an order rotated from round
-to round, so slow drifts of a shared machine hit all contenders alike; ratios are taken within a
-round.
+reported separately. Then each round times every contender once, in a fresh random (seeded) order,
+so slow drifts of a shared machine hit all contenders alike and no contender always runs right
+after the same one; ratios are taken within a round.
 """
 
 from __future__ import annotations
@@ -42,18 +42,21 @@ def calls_per_sample(call: Callable[[], object], min_seconds: float) -> int:
 
 
 def interleaved_rounds(calls: Mapping[str, Callable[[], object]], rounds: int,
-                       min_seconds: float) -> dict[str, list[float]]:
+                       min_seconds: float, seed: int = 0) -> dict[str, list[float]]:
     """Seconds per call of each contender in each of ``rounds`` interleaved rounds.
 
-    The contenders must already be warm. Round ``r`` visits them starting at the ``r``-th,
-    cyclically (A B C, B C A, C A B, ...).
+    The contenders must already be warm. Each round visits them in a new random permutation
+    (``numpy.random.default_rng(seed)``). A fixed rotation (A B C, B C A, ...) would keep every
+    contender behind the same predecessor in every round, and a predecessor that leaves threads
+    spinning (torch's OpenMP pool after its call) would then slow the same contender every time.
     """
     names = list(calls)
     number = {name: calls_per_sample(calls[name], min_seconds) for name in names}
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            samples[name].append(_seconds(calls[name], number[name]))
+    rng = np.random.default_rng(seed)
+    for _ in range(rounds):
+        for i in rng.permutation(len(names)):
+            samples[names[i]].append(_seconds(calls[names[i]], number[names[i]]))
     return samples
 
 

@@ -76,12 +76,19 @@ def test_conditioner_flops_counts_every_kernel_once_per_event():
     assert conditioner_flops(flow, 7, "train_step") == 3 * 2 * 7 * macs
 
 
-def test_interleaved_rounds_rotate_the_order_and_ratios_pair_rounds():
+def test_interleaved_rounds_shuffle_the_order_and_ratios_pair_rounds():
     order = []
     calls = {name: (lambda name=name: order.append(name)) for name in "abc"}
-    samples = interleaved_rounds(calls, rounds=3, min_seconds=0.0)
-    assert order[-9:] == list("abcbcacab")
-    assert all(len(v) == 3 for v in samples.values())
+    samples = interleaved_rounds(calls, rounds=20, min_seconds=0.0, seed=3)
+    timed = order[-60:]  # after calls_per_sample's one probe call per contender
+    rounds = [timed[i:i + 3] for i in range(0, 60, 3)]
+    assert all(sorted(r) == list("abc") for r in rounds)  # every round times each contender once
+    predecessors = {(a, b) for r in rounds for a, b in zip(r, r[1:])}
+    assert len(predecessors) == 6  # every contender ran right after every other one
+    assert all(len(v) == 20 for v in samples.values())
+    order.clear()
+    interleaved_rounds(calls, rounds=20, min_seconds=0.0, seed=3)
+    assert order[-60:] == timed  # seeded: the same order again
     assert ratios_per_round([2.0, 4.0], [1.0, 1.0]) == [2.0, 4.0]
     assert spread([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
 
