@@ -1,33 +1,50 @@
-"""jaxflow: the article's affine-coupling normalizing flow as pure JAX functions.
+"""jaxflow: normalizing flows as pure JAX functions over a parameter pytree.
 
->>> import jax, jaxflow
->>> flow = jaxflow.RealNVP(dim=2, num_flows=8, hidden_dim=64, num_hidden=2)
->>> params = jaxflow.init(flow, jax.random.key(0))
->>> x = jaxflow.sample(flow, params, jax.random.key(1), 5)
->>> jaxflow.log_prob(flow, params, x).shape
+>>> import jax, jaxflow as jf
+>>> flow = jf.RealNVP(dim=2, num_flows=8, hidden_dim=64, num_hidden=2)      # the article's model
+>>> params = jf.init(flow, jax.random.key(0))
+>>> x = jf.sample(flow, params, jax.random.key(1), 5)
+>>> jf.log_prob(flow, params, x).shape
 (5,)
+>>> flow = jf.Flow(event_shape=(2,), context_dim=1,                        # any composition
+...                layers=jf.Repeat(jf.Chain(jf.AffineCoupling(mask="alternate"), jf.LULinear()), 4))
+>>> params = jf.init(flow, jax.random.key(0))
+>>> jf.sample(flow, params, jax.random.key(1), 5, context=jax.numpy.ones((3, 1))).shape
+(5, 3, 2)
+
+Layout: :mod:`jaxflow.core` (the layer protocol, ``Chain``/``Repeat``, flow specs, ``f``/``g``/
+``log_prob``, init, validation), :mod:`jaxflow.layers` (coupling, masks, scale maps,
+permutations, ActNorm, affine, LU), :mod:`jaxflow.nets` (conditioners), :mod:`jaxflow.presets`
+(``RealNVP``), :mod:`jaxflow.interop` (distrax); the application (``train``, ``data``,
+``checkpoint``, ``cli``, ``plotting``) builds on them.
 """
 
-from jaxflow.distrax_adapter import FlowBijector, as_bijector, as_distribution
-from jaxflow.flow import (
-    f,
-    g,
-    g_and_log_det,
-    g_steps,
-    log_det,
-    log_prob,
-    sample,
-    sample_and_log_prob,
-    standard_normal,
-)
-from jaxflow.params import init
-from jaxflow.scales import SCALES
-from jaxflow.spec import RealNVP
+from jaxflow.core.flow import f, g, g_and_log_det, g_steps, log_det, log_prob, sample, sample_and_log_prob
+from jaxflow.core.init import init
+from jaxflow.core.latent import standard_normal
+from jaxflow.core.layer import Chain, Layer, Repeat
+from jaxflow.core.spec import Flow, FlowSpec
+from jaxflow.interop.distrax_adapter import FlowBijector, as_bijector, as_distribution
+from jaxflow.layers import MASKS, SCALES, ActNorm, Affine, AffineCoupling, LULinear, Permute
+from jaxflow.nets import MLP
+from jaxflow.presets import RealNVP
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "RealNVP",
+    "Flow",
+    "FlowSpec",
+    "Layer",
+    "Chain",
+    "Repeat",
+    "AffineCoupling",
+    "Permute",
+    "ActNorm",
+    "Affine",
+    "LULinear",
+    "MLP",
+    "MASKS",
     "SCALES",
     "init",
     "f",

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import jaxflow
+from jaxflow.layers.scales import scale_map
 from core_helpers import jacobian_log_det, make
 from core_tolerances import assert_close
 
@@ -44,7 +45,7 @@ def test_log_dets_and_inverses_on_whole_stacks(dim, num_flows, scale, dtype):
 def test_single_layer_matches_the_article_equation(dim, hidden_dim):
     """z = concat(x1, x2 * exp(s) + t), log|det| = sum(s), with (t, s) = theta(x1) by hand; values
     and parameter gradients. dim 2 and hidden_dim 1 have one-coordinate contractions, which the
-    conditioner pads (:func:`jaxflow.conditioner._dot_general_without_unit_contraction`)."""
+    conditioner pads (:func:`jaxflow.nets.mlp._dot_general_without_unit_contraction`)."""
     flow, params, x = make(dim, 1, jnp.float64, hidden_dim=hidden_dim)
     d = flow.split_dim
     x2, x1 = x[:, :d], x[:, d:]
@@ -71,7 +72,7 @@ def test_single_layer_matches_the_article_equation(dim, hidden_dim):
 def test_scale_maps_closed_forms(scale):
     flow, params, x = make(4, 1, jnp.float64, scale=scale, clamp=2.0)
     s = jnp.linspace(-40.0, 40.0, 101, dtype=jnp.float64)
-    ls = jaxflow.scales.log_scale(scale, s, flow.clamp)
+    ls = scale_map(scale, flow.clamp).log_scale(s)
     expected = {
         "exp": s,
         "tanh": 2.0 * jnp.tanh(s / 2.0),

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 import jaxflow
-from jaxflow.validation import check_params, params_dtype
+from jaxflow.core.init import check_params, params_dtype
 from torchref.model import AffineCouplingLayer, Conditioner, NormalizingFlow, Split, StandardNormal
 
 __all__ = ["build_flow", "from_spec", "spec_of", "interleaved_order", "to_jax", "to_jax_params", "from_jax"]

@@ -1,0 +1,235 @@
+"""The layer protocol, and the two ways to compose layers: :class:`Chain` and :class:`Repeat`.
+
+A layer is a frozen, hashable dataclass (a *spec*: no arrays) with pure methods over a parameter
+pytree that the layer itself lays out. For events ``x`` of shape ``(..., *event_shape)`` and a
+context ``c`` of shape ``(..., context_dim)`` (``None`` for an unconditional flow; the batch axes
+``...`` already broadcast against ``x``'s)::
+
+    forward(params, x, c, event_shape) -> (z, log|det dz/dx|)       data -> latent
+    inverse(params, z, c, event_shape) -> (x, log|det dx/dz|)       latent -> data
+    init(key, event_shape, context_dim, dtype, data=None, context=None) -> params
+    output_shape(event_shape) -> event shape of z                    (default: unchanged)
+    check(event_shape, context_dim)                                  ValueError if it cannot apply
+
+log-dets have the batch shape ``(...)``. ``init`` may look at ``data`` (a batch of events as this
+layer will see them during training, with its ``context``) for a data-dependent start (ActNorm);
+the composites pass each layer the data transformed by the layers before it. Every subclass is
+registered by its class name in :data:`LAYERS`, which is how checkpoints name layer kinds.
+
+Composition, ``f = f_L o ... o f_1`` (``layers[0]`` first in ``f``):
+
+.. math::
+
+    \\log\\left|\\det \\frac{\\partial f(x)}{\\partial x}\\right| = \\sum_{i=1}^{L}
+    \\log\\left|\\det \\frac{\\partial f_i(x_{i-1})}{\\partial x_{i-1}}\\right|, \\qquad
+    f^{-1} = f_1^{-1} \\circ \\dots \\circ f_L^{-1}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, ClassVar, Optional
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Layer", "LAYERS", "Chain", "Repeat", "require_int", "zero_log_det", "batch_shape"]
+
+Shape = tuple[int, ...]
+
+LAYERS: dict[str, type] = {}
+"""Every layer kind by class name (filled by :class:`Layer` subclassing)."""
+
+
+def require_int(owner: str, name: str, value, minimum: int) -> None:
+    """``TypeError`` unless ``value`` is an int (not a bool), ``ValueError`` if below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{owner}: {name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
+
+
+def batch_shape(x: jax.Array, event_shape: Shape) -> Shape:
+    """The leading axes of ``x (..., *event_shape)``."""
+    return x.shape[: x.ndim - len(event_shape)]
+
+
+def zero_log_det(x: jax.Array, event_shape: Shape) -> jax.Array:
+    """Zeros of ``x``'s batch shape, derived from ``x`` itself (so they vary with ``x`` under
+    ``shard_map``, where a fresh ``jnp.zeros`` is a replicated value of another type)."""
+    return jnp.zeros_like(x[(Ellipsis,) + (0,) * len(event_shape)])
+
+
+class Layer:
+    """Base class of layer specs; see the module docstring for the protocol."""
+
+    #: ``True`` for layers that read the context (couplings); the others ignore it.
+    uses_context: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        LAYERS[cls.__name__] = cls
+
+    def check(self, event_shape: Shape, context_dim: int) -> None:
+        """Raise ``ValueError`` if this layer cannot act on events of ``event_shape``."""
+
+    def output_shape(self, event_shape: Shape) -> Shape:
+        return event_shape
+
+    def init(self, key: jax.Array, event_shape: Shape, context_dim: int, dtype, data=None, context=None) -> Any:
+        return {}
+
+    def forward(self, params, x: jax.Array, context: Optional[jax.Array], event_shape: Shape):
+        raise NotImplementedError
+
+    def inverse(self, params, z: jax.Array, context: Optional[jax.Array], event_shape: Shape):
+        raise NotImplementedError
+
+    def inverse_steps(self, params, z, context, event_shape):
+        """``(x, log-det, steps)``: :meth:`inverse` and the output of each of its top-level steps,
+        stacked ``(S, ..., *event_shape)``; one step for a plain layer."""
+        x, ld = self.inverse(params, z, context, event_shape)
+        return x, ld, x[None]
+
+    @classmethod
+    def from_fields(cls, **fields) -> "Layer":
+        """Rebuild from :func:`dataclasses.fields` values (checkpoints)."""
+        return cls(**fields)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Chain(Layer):
+    """``Chain(l_1, ..., l_n)``: apply ``l_1`` first in ``f``; params are the list of the layers' params."""
+
+    layers: tuple[Layer, ...]
+
+    def __init__(self, *layers: Layer):
+        if not layers:
+            raise ValueError("Chain: needs at least one layer")
+        for layer in layers:
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Chain: every element must be a jaxflow layer, got {type(layer).__name__}")
+        object.__setattr__(self, "layers", tuple(layers))
+
+    @classmethod
+    def from_fields(cls, layers) -> "Chain":
+        return cls(*layers)
+
+    def _shapes(self, event_shape: Shape) -> list[Shape]:
+        """Event shape entering each layer, then the output's."""
+        shapes = [event_shape]
+        for layer in self.layers:
+            shapes.append(layer.output_shape(shapes[-1]))
+        return shapes
+
+    def check(self, event_shape, context_dim):
+        for layer, shape in zip(self.layers, self._shapes(event_shape)):
+            layer.check(shape, context_dim)
+
+    def output_shape(self, event_shape):
+        return self._shapes(event_shape)[-1]
+
+    def init(self, key, event_shape, context_dim, dtype, data=None, context=None):
+        params = []
+        for layer, shape, layer_key in zip(self.layers, self._shapes(event_shape), jax.random.split(key, len(self.layers))):
+            params.append(layer.init(layer_key, shape, context_dim, dtype, data, context))
+            if data is not None:
+                data = layer.forward(params[-1], data, context, shape)[0]
+        return params
+
+    def forward(self, params, x, context, event_shape):
+        total = zero_log_det(x, event_shape)
+        for layer, layer_params, shape in zip(self.layers, params, self._shapes(event_shape)):
+            x, ld = layer.forward(layer_params, x, context, shape)
+            total = total + ld
+        return x, total
+
+    def inverse(self, params, z, context, event_shape):
+        x, total, _ = self._inverse(params, z, context, event_shape, keep_steps=False)
+        return x, total
+
+    def inverse_steps(self, params, z, context, event_shape):
+        x, total, steps = self._inverse(params, z, context, event_shape, keep_steps=True)
+        if len({step.shape for step in steps}) != 1:
+            raise ValueError("g_steps: the layers of this Chain change the event shape, so their steps cannot be stacked")
+        return x, total, jnp.stack(steps)
+
+    def _inverse(self, params, z, context, event_shape, keep_steps):
+        shapes = self._shapes(event_shape)
+        total, steps = zero_log_det(z, shapes[-1]), []
+        for layer, layer_params, shape in reversed(list(zip(self.layers, params, shapes))):
+            z, ld = layer.inverse(layer_params, z, context, shape)
+            total = total + ld
+            steps.append(z)
+        return z, total, steps
+
+
+@dataclasses.dataclass(frozen=True)
+class Repeat(Layer):
+    """``n`` copies of ``layer``, each with its own parameters, run as one ``jax.lax.scan``.
+
+    The copies' params are ``layer``'s params with every leaf stacked on a leading axis of size
+    ``n`` (copy 0 applied first in ``f``), so the traced program, and the compile time, do not grow
+    with ``n``. ``unroll`` is the scan's ``unroll`` (``True`` unrolls all ``n``; stored as ``n``).
+    The layer must keep the event shape.
+    """
+
+    layer: Layer
+    n: int
+    unroll: int = 1
+
+    def __post_init__(self):
+        if not isinstance(self.layer, Layer):
+            raise TypeError(f"Repeat: layer must be a jaxflow layer, got {type(self.layer).__name__}")
+        require_int("Repeat", "n", self.n, 1)
+        if isinstance(self.unroll, bool):
+            # normalised to an int: 1 == True in Python, so a bool would collide in jit's cache
+            object.__setattr__(self, "unroll", self.n if self.unroll else 1)
+        require_int("Repeat", "unroll", self.unroll, 1)
+
+    def check(self, event_shape, context_dim):
+        self.layer.check(event_shape, context_dim)
+        if self.layer.output_shape(event_shape) != tuple(event_shape):
+            raise ValueError(f"Repeat: the repeated layer must keep the event shape {tuple(event_shape)}, "
+                             f"it maps it to {self.layer.output_shape(event_shape)}")
+
+    def init(self, key, event_shape, context_dim, dtype, data=None, context=None):
+        keys = jax.random.split(key, self.n)
+        one = lambda layer_key, data: self.layer.init(layer_key, event_shape, context_dim, dtype, data, context)
+        if data is None:
+            return jax.vmap(lambda layer_key: one(layer_key, None))(keys)
+
+        def step(data, layer_key):
+            params = one(layer_key, data)
+            return self.layer.forward(params, data, context, event_shape)[0], params
+
+        return jax.lax.scan(step, data, keys)[1]
+
+    def forward(self, params, x, context, event_shape):
+        def step(carry, layer_params):
+            x, total = carry
+            z, ld = self.layer.forward(layer_params, x, context, event_shape)
+            return (z, total + ld), None
+
+        (z, total), _ = jax.lax.scan(step, (x, zero_log_det(x, event_shape)), params, length=self.n,
+                                     unroll=self.unroll)
+        return z, total
+
+    def inverse(self, params, z, context, event_shape):
+        x, total, _ = self._inverse(params, z, context, event_shape, keep_steps=False)
+        return x, total
+
+    def inverse_steps(self, params, z, context, event_shape):
+        x, total, steps = self._inverse(params, z, context, event_shape, keep_steps=True)
+        return x, total, steps[::-1]
+
+    def _inverse(self, params, z, context, event_shape, keep_steps):
+        def step(carry, layer_params):
+            z, total = carry
+            x, ld = self.layer.inverse(layer_params, z, context, event_shape)
+            return (x, total + ld), (x if keep_steps else None)
+
+        (x, total), steps = jax.lax.scan(step, (z, zero_log_det(z, event_shape)), params, length=self.n,
+                                         reverse=True, unroll=self.unroll)
+        return x, total, steps

@@ -1,0 +1,78 @@
+"""Flow specs: what every jaxflow function takes as its first argument.
+
+A flow spec names an event shape, a root :class:`~jaxflow.core.layer.Layer` (usually a
+:class:`~jaxflow.core.layer.Chain` or :class:`~jaxflow.core.layer.Repeat` of layers), and the
+size of the context of a conditional density :math:`p(x \\mid c)`. It holds no arrays: it is
+hashable, so it is a static argument of ``jax.jit``; parameters live in the pytree made by
+:func:`jaxflow.init`, whose layout is the root layer's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+from jaxflow.core.layer import Layer, require_int
+
+__all__ = ["FlowSpec", "Flow"]
+
+
+class FlowSpec:
+    """Base of :class:`Flow` and the presets (:class:`jaxflow.RealNVP`).
+
+    Subclasses provide ``event_shape``, ``layers`` (the root layer), ``context_dim`` (``0``:
+    unconditional) and ``context_affine`` (``None``, or a parameter-free layer mapping the raw
+    context before any layer sees it, e.g. its standardisation).
+    """
+
+    event_shape: tuple[int, ...]
+    layers: Layer
+    context_dim: int
+    context_affine: Optional[Layer]
+
+    @property
+    def event_size(self) -> int:
+        """Number of coordinates of one event, ``prod(event_shape)``."""
+        return math.prod(self.event_shape)
+
+    def _check(self) -> None:
+        name = type(self).__name__
+        if not self.event_shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.event_shape):
+            raise ValueError(f"{name}: event_shape must be a non-empty tuple of positive ints, got {self.event_shape!r}")
+        require_int(name, "context_dim", self.context_dim, 0)
+        if not isinstance(self.layers, Layer):
+            raise TypeError(f"{name}: layers must be a jaxflow layer (e.g. jaxflow.Chain(...)), got "
+                            f"{type(self.layers).__name__}")
+        self.layers.check(tuple(self.event_shape), self.context_dim)
+        if self.layers.output_shape(tuple(self.event_shape)) != tuple(self.event_shape):
+            raise ValueError(f"{name}: the layers map event shape {tuple(self.event_shape)} to "
+                             f"{self.layers.output_shape(tuple(self.event_shape))}; the latent must have the data's shape")
+        if self.context_affine is not None:
+            if self.context_dim == 0:
+                raise ValueError(f"{name}: context_affine needs a conditional flow (context_dim > 0)")
+            self.context_affine.check((self.context_dim,), 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Flow(FlowSpec):
+    """Any composition of layers: ``z = layers.forward(x)`` on events of ``event_shape``.
+
+    Args:
+      event_shape: shape of one event, e.g. ``(5,)``.
+      layers: the root layer, e.g. ``Repeat(Chain(ActNorm(), AffineCoupling(...), LULinear()), 6)``.
+      context_dim: size of the context vector ``c`` of a conditional density ``p(x | c)``; every
+        coupling's conditioner sees ``concat(x_cond, c)``. ``0``: unconditional.
+      context_affine: optional parameter-free layer applied to ``c`` first (the trainer's
+        standardisation of the context).
+    """
+
+    event_shape: tuple[int, ...]
+    layers: Layer
+    context_dim: int = 0
+    context_affine: Optional[Layer] = None
+
+    def __post_init__(self):
+        if isinstance(self.event_shape, (list, tuple)):
+            object.__setattr__(self, "event_shape", tuple(self.event_shape))
+        self._check()
