@@ -32,7 +32,8 @@ __all__ = ["Affine", "ActNorm"]
 
 
 def _log_det(x, log_scale, event_shape) -> jax.Array:
-    """``-P sum(log_scale)`` in ``x``'s batch shape."""
+    """``-P sum(log_scale)`` in ``x``'s batch shape (a scalar ``log_scale`` counts once per coordinate)."""
+    log_scale = jnp.broadcast_to(log_scale, tuple(event_shape[-1:]))
     return jnp.broadcast_to(-math.prod(event_shape[:-1]) * log_scale.sum(), batch_shape(x, event_shape))
 
 
