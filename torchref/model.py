@@ -19,19 +19,30 @@ and back, splitting at ``D - d`` where the forward put the conditioning half:
 
 ``h`` is the scale map (:data:`LOG_SCALES`); the article's is ``h(s) = s``. The conditioner's
 last layer is read *interleaved*, as in the article: output row ``2j`` is ``t_j`` and row
-``2j + 1`` is ``s_j``. This module does not import jaxflow: it is the independent reference.
+``2j + 1`` is ``s_j``. With a context ``c`` (a conditional flow) the conditioner sees
+``concat(x_1, c)``; :class:`MaskSplit` splits by an in-place mask instead of halves.
+
+Besides the coupling, every layer kind of jaxflow has its twin here, each with ``f(x, context)
+-> (z, log|det dz/dx|)`` and ``g(z, context) -> x`` on vector events ``(..., D)`` (the context is
+ignored by all but the coupling): :class:`Permutation`, :class:`LULinear`, :class:`ActNorm`,
+:class:`Affine`, and the compositions :class:`Chain` and :class:`Repeat`. This module does not
+import jaxflow: it is the independent reference.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
-__all__ = ["LOG_SCALES", "Split", "StandardNormal", "Conditioner", "AffineCouplingLayer", "NormalizingFlow"]
+__all__ = [
+    "LOG_SCALES", "Split", "MaskSplit", "StandardNormal", "Conditioner", "AffineCouplingLayer",
+    "Permutation", "LULinear", "ActNorm", "Affine", "Chain", "Repeat", "NormalizingFlow",
+]
 
 LOG_SCALES: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     "exp": lambda s, clamp: s,  # the article: scale e^s
@@ -61,8 +72,62 @@ class Split(nn.Module):
     def inverse(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         return z[..., : self.dim - self.d], z[..., self.dim - self.d :]
 
+    def join(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """``f``'s output from the conditioning part ``z1`` and the transformed part ``z2``: the article's swap."""
+        return torch.cat((z1, z2), dim=-1)
+
+    def inverse_join(self, x2: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        """``g``'s output from the transformed part ``x2`` and the conditioning part ``x1``."""
+        return torch.cat((x2, x1), dim=-1)
+
     def extra_repr(self) -> str:
         return f"dim={self.dim}, d={self.d}"
+
+
+class MaskSplit(nn.Module):
+    """The ``split`` of a coupling layer by an in-place mask: coordinates keep their places.
+
+    ``mask`` is ``"alternate"`` (the even coordinates ``0, 2, ...`` are transformed) or a sequence
+    of ``dim`` bools (``True``: transformed; at least one of each). With ``T`` the transformed
+    and ``C`` the conditioning coordinates (ascending), ``split(x) = (x[..., T], x[..., C])``,
+    ``split.inverse(z) = (z[..., C], z[..., T])``, and :meth:`join` / :meth:`inverse_join` put
+    the parts back at ``C`` and ``T``. ``d = |T|`` is the conditioner's ``out_dim``.
+    """
+
+    def __init__(self, dim: int, mask: Union[str, Sequence[bool]] = "alternate"):
+        super().__init__()
+        if isinstance(mask, str):
+            if mask != "alternate":
+                raise ValueError(f"MaskSplit: mask must be 'alternate' or a sequence of bools, got {mask!r}")
+            transformed = np.arange(dim) % 2 == 0
+        else:
+            mask = tuple(bool(m) for m in mask)
+            transformed = np.asarray(mask, bool)
+        if transformed.shape != (dim,) or transformed.all() or not transformed.any():
+            raise ValueError(f"MaskSplit: need {dim} entries with some coordinates transformed and some not, got {mask!r}")
+        self.dim, self.mask, self.d = dim, mask, int(transformed.sum())
+        trans, cond = np.flatnonzero(transformed), np.flatnonzero(~transformed)
+        self.register_buffer("trans", torch.as_tensor(trans), persistent=False)
+        self.register_buffer("cond", torch.as_tensor(cond), persistent=False)
+        # position in concat(cond, trans) of each output coordinate
+        self.register_buffer("order", torch.as_tensor(np.argsort(np.concatenate([cond, trans]))), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return x[..., self.trans], x[..., self.cond]
+
+    def inverse(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return z[..., self.cond], z[..., self.trans]
+
+    def join(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """``f``'s output: the conditioning part ``z1`` back at ``C``, the transformed ``z2`` at ``T``."""
+        return torch.cat((z1, z2), dim=-1)[..., self.order]
+
+    def inverse_join(self, x2: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        """``g``'s output: the transformed part ``x2`` back at ``T``, the conditioning ``x1`` at ``C``."""
+        return torch.cat((x1, x2), dim=-1)[..., self.order]
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, mask={self.mask!r}"
 
 
 class StandardNormal(nn.Module):
@@ -121,12 +186,16 @@ class Conditioner(nn.Module):
 class AffineCouplingLayer(nn.Module):
     """One affine coupling ``f_i`` and its inverse ``g_i`` (equations in the module docstring).
 
-    ``split`` must also offer ``split.inverse`` (see :class:`Split`); ``scale`` names the
-    log-scale map ``h`` in :data:`LOG_SCALES` (``"exp"``: the article's ``h(s) = s``), ``clamp``
-    is the bound of ``"tanh"``.
+    ``split`` must also offer ``split.inverse``, ``split.join`` and ``split.inverse_join`` (see
+    :class:`Split`, the article's halves, and :class:`MaskSplit`); ``scale`` names the log-scale
+    map ``h`` in :data:`LOG_SCALES` (``"exp"``: the article's ``h(s) = s``), ``clamp`` is the
+    bound of ``"tanh"``. A context ``c (..., C)`` is concatenated after the conditioning part,
+    ``theta(concat(x1, c))``, so ``theta``'s ``in_dim`` is ``dim - d + C``. ``identity_init``
+    zeroes ``theta.dims`` now (``t = s = 0``: the identity) and is remembered for conversion.
     """
 
-    def __init__(self, theta: nn.Module, split: Split, scale: str = "exp", clamp: float = 5.0):
+    def __init__(self, theta: nn.Module, split: nn.Module, scale: str = "exp", clamp: float = 5.0,
+                 identity_init: bool = False):
         super().__init__()
         if scale not in LOG_SCALES:
             raise ValueError(f"AffineCouplingLayer: scale must be one of {tuple(LOG_SCALES)}, got {scale!r}")
@@ -134,27 +203,194 @@ class AffineCouplingLayer(nn.Module):
         self.split = split
         self.scale = scale
         self.clamp = clamp
+        self.identity_init = identity_init
+        if identity_init:
+            with torch.no_grad():
+                theta.dims.weight.zero_()
+                theta.dims.bias.zero_()
 
-    def _shift_and_log_scale(self, h: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        t, s = self.theta(h)
+    def _shift_and_log_scale(self, h: torch.Tensor, context: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        t, s = self.theta(h if context is None else torch.cat((h, context), dim=-1))
         return t, LOG_SCALES[self.scale](s, self.clamp)
 
-    def f(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def f(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """f : x -> (z, log|det dz/dx|). The inverse of g."""
         x2, x1 = self.split(x)
-        t, ls = self._shift_and_log_scale(x1)
+        t, ls = self._shift_and_log_scale(x1, context)
         z1, z2 = x1, x2 * torch.exp(ls) + t
-        return torch.cat((z1, z2), dim=-1), ls.sum(-1)
+        return self.split.join(z1, z2), ls.sum(-1)
 
-    def g(self, z: torch.Tensor) -> torch.Tensor:
+    def g(self, z: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         """g : z -> x. The inverse of f."""
         z1, z2 = self.split.inverse(z)
-        t, ls = self._shift_and_log_scale(z1)
+        t, ls = self._shift_and_log_scale(z1, context)
         x1, x2 = z1, (z2 - t) * torch.exp(-ls)
-        return torch.cat((x2, x1), dim=-1)
+        return self.split.inverse_join(x2, x1)
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale!r}, clamp={self.clamp}"
+        return f"scale={self.scale!r}, clamp={self.clamp}" + (", identity_init=True" if self.identity_init else "")
+
+
+def _zeros(x: torch.Tensor) -> torch.Tensor:
+    """A zero log-det of ``x``'s batch shape."""
+    return x.new_zeros(x.shape[:-1])
+
+
+class Permutation(nn.Module):
+    """``z_j = x_{perm_j}``, ``x = z[..., argsort(perm)]``, log-det 0, on ``R^dim``.
+
+    ``kind="reverse"``: ``perm = [dim - 1, ..., 0]``; ``kind="random"``:
+    ``perm = numpy.random.default_rng(seed).permutation(dim)``. ``perm`` and its inverse are
+    non-persistent buffers (part of the structure, not of the ``state_dict``).
+    """
+
+    def __init__(self, dim: int, kind: str = "reverse", seed: int = 0):
+        super().__init__()
+        if kind not in ("reverse", "random"):
+            raise ValueError(f"Permutation: kind must be 'reverse' or 'random', got {kind!r}")
+        perm = np.arange(dim)[::-1].copy() if kind == "reverse" else np.random.default_rng(seed).permutation(dim)
+        self.dim, self.kind, self.seed = dim, kind, seed
+        self.register_buffer("perm", torch.as_tensor(perm), persistent=False)
+        self.register_buffer("inverse_perm", torch.as_tensor(np.argsort(perm)), persistent=False)
+
+    def f(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        return x[..., self.perm], _zeros(x)
+
+    def g(self, z: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return z[..., self.inverse_perm]
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, kind={self.kind!r}" + (f", seed={self.seed}" if self.kind == "random" else "")
+
+
+class LULinear(nn.Module):
+    """``z = W x`` with ``W = L U`` learned, on ``R^dim`` (Glow's invertible 1x1 convolution).
+
+    .. math::
+
+        L = I + \\operatorname{tril}(A, -1), \\quad U = \\operatorname{triu}(B, 1) + \\operatorname{diag}(e^v),
+        \\quad \\log|\\det W| = \\textstyle\\sum_j v_j.
+
+    Parameters ``lower`` (``A``), ``upper`` (``B``), ``log_diag`` (``v``); only ``A``'s strictly
+    lower and ``B``'s strictly upper triangles are read. All zero at construction: ``W = I``.
+    ``g`` solves ``L U x = z`` by two triangular solves.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.lower = nn.Parameter(torch.zeros(dim, dim))
+        self.upper = nn.Parameter(torch.zeros(dim, dim))
+        self.log_diag = nn.Parameter(torch.zeros(dim))
+
+    def factors(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(L, U)``."""
+        eye = torch.eye(self.dim, dtype=self.lower.dtype, device=self.lower.device)
+        return torch.tril(self.lower, -1) + eye, torch.triu(self.upper, 1) + torch.diag(torch.exp(self.log_diag))
+
+    def f(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        lower, upper = self.factors()
+        return x @ (lower @ upper).T, self.log_diag.sum().expand(x.shape[:-1])
+
+    def g(self, z: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        lower, upper = self.factors()
+        columns = z.reshape(-1, self.dim).T  # one event per column: solve L U X = Z
+        y = torch.linalg.solve_triangular(lower, columns, upper=False, unitriangular=True)
+        return torch.linalg.solve_triangular(upper, y, upper=True).T.reshape(z.shape)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class ActNorm(nn.Module):
+    """Learned ``z = (x - shift) e^{-log_scale}`` per coordinate, log-det ``-sum(log_scale)`` (Glow).
+
+    Parameters ``shift`` and ``log_scale``, zero at construction (the identity).
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.shift = nn.Parameter(torch.zeros(dim))
+        self.log_scale = nn.Parameter(torch.zeros(dim))
+
+    def f(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        return (x - self.shift) * torch.exp(-self.log_scale), (-self.log_scale.sum()).expand(x.shape[:-1])
+
+    def g(self, z: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.shift + z * torch.exp(self.log_scale)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+Numbers = Union[float, Sequence[float]]
+
+
+class Affine(nn.Module):
+    """Fixed ``z = (x - shift) / scale`` per coordinate, log-det ``-sum_j log scale_j``; ``scale > 0``.
+
+    ``shift`` and ``scale`` are numbers (the same for every coordinate) or sequences of ``dim``
+    numbers. They are (persistent) buffers: they move and cast with the model and are in the
+    ``state_dict``, but no optimizer sees them. ``numbers`` keeps them as given (the buffers
+    are rounded to the model's dtype), for an exact conversion back to a spec.
+    """
+
+    def __init__(self, shift: Numbers = 0.0, scale: Numbers = 1.0):
+        super().__init__()
+        self.numbers = {"shift": shift, "scale": scale}
+        self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float64))
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float64))
+        if bool((self.scale <= 0).any()):
+            raise ValueError(f"Affine: scale must be > 0, got {scale!r}")
+
+    def _log_det(self, x: torch.Tensor) -> torch.Tensor:
+        return (-torch.log(self.scale).expand(x.shape[-1:]).sum()).expand(x.shape[:-1])
+
+    def f(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        return (x - self.shift) / self.scale, self._log_det(x)
+
+    def g(self, z: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.shift + z * self.scale
+
+    def extra_repr(self) -> str:
+        return f"shift={self.numbers['shift']!r}, scale={self.numbers['scale']!r}"
+
+
+class Chain(nn.ModuleList):
+    """The composition ``f = f_n o ... o f_1`` of its flows (``self[0]`` applied first in ``f``).
+
+    A :class:`torch.nn.ModuleList`, so a nested model's ``state_dict`` reads
+    ``flows.1.0.theta.input.weight`` (element 0 of the chain at top-level step 1).
+    """
+
+    def f(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        sum_log_abs_det = _zeros(x)
+        for flow in self:
+            x, log_abs_det = flow.f(x, context)
+            sum_log_abs_det = sum_log_abs_det + log_abs_det
+        return x, sum_log_abs_det
+
+    def g(self, z: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        for flow in reversed(self):
+            z = flow.g(z, context)
+        return z
+
+
+class Repeat(Chain):
+    """A :class:`Chain` of copies of one layer, each with its own parameters.
+
+    The same map as a :class:`Chain`; it marks the structure that jaxflow runs as one scan over
+    stacked parameters (``jaxflow.Repeat``), so the copies must have identical structure.
+    ``unroll`` is that scan's unroll, kept for conversion; it changes nothing here.
+    """
+
+    def __init__(self, flows: Sequence[nn.Module], unroll: int = 1):
+        super().__init__(flows)
+        self.unroll = unroll
+
+    def extra_repr(self) -> str:
+        return f"unroll={self.unroll}"
 
 
 class NormalizingFlow(nn.Module):
@@ -162,49 +398,81 @@ class NormalizingFlow(nn.Module):
 
     .. math::
 
-        \\log p_X(x) = \\log p_Z(f(x)) + \\sum_{i=1}^{L} \\log|\\det \\partial f_i / \\partial x_{i-1}|.
+        \\log p_X(x \\mid c) = \\log p_Z(f(x; c)) + \\sum_{i=1}^{L} \\log|\\det \\partial f_i / \\partial x_{i-1}|.
 
     ``latent`` needs ``log_prob(z)`` and ``sample(shape)``; pass a module such as
-    :class:`StandardNormal` so that it moves and casts with the flow.
+    :class:`StandardNormal` so that it moves and casts with the flow. ``flows`` is a list (the
+    article's stack), a :class:`Chain` or :class:`Repeat` (kept as given: the structure of the
+    composition), or one layer module (``flows`` is then that one-element list, and
+    ``single_layer`` is set). ``context_dim`` is the size of the context ``c`` of a conditional
+    flow (``0``: unconditional); ``context_affine`` (an :class:`Affine`) maps it first.
+
+    Every method takes the context as its second argument (``None`` for an unconditional flow);
+    its batch axes broadcast against ``x``'s.
     """
 
-    def __init__(self, latent: Distribution | nn.Module, flows: Sequence[nn.Module]):
+    def __init__(self, latent: Distribution | nn.Module, flows: Sequence[nn.Module] | nn.Module,
+                 context_affine: Optional[nn.Module] = None, context_dim: int = 0):
         super().__init__()
         self.latent = latent
-        self.flows = nn.ModuleList(flows)
+        self.single_layer = isinstance(flows, nn.Module) and not isinstance(flows, nn.ModuleList)
+        self.flows = flows if isinstance(flows, nn.ModuleList) else nn.ModuleList([flows] if self.single_layer else flows)
+        self.context_affine = context_affine
+        self.context_dim = context_dim
+
+    def _condition(self, x: torch.Tensor, context: Optional[torch.Tensor]):
+        """``x`` and the context (``context_affine`` applied), broadcast to one batch shape."""
+        if self.context_dim == 0:
+            if context is not None:
+                raise ValueError(f"context: this flow is unconditional, got a context of shape {tuple(context.shape)}")
+            return x, None
+        if context is None or context.ndim == 0 or context.shape[-1] != self.context_dim:
+            got = None if context is None else tuple(context.shape)
+            raise ValueError(f"context must have shape (..., {self.context_dim}), got {got}")
+        if self.context_affine is not None:
+            context = self.context_affine.f(context)[0]
+        batch = torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
+        return x.expand(*batch, x.shape[-1]), context.expand(*batch, context.shape[-1])
 
     def latent_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return self.latent.log_prob(z)
 
-    def latent_sample(self, num_samples: int = 1) -> torch.Tensor:
-        return self.latent.sample((num_samples,))
+    def latent_sample(self, num_samples: int | Sequence[int] = 1) -> torch.Tensor:
+        return self.latent.sample(tuple(num_samples) if isinstance(num_samples, (tuple, list)) else (num_samples,))
 
-    def sample(self, num_samples: int = 1) -> torch.Tensor:
-        """Sample x = g(z), z ~ latent; differentiable in the parameters."""
-        return self.g(self.latent_sample(num_samples))
+    def sample(self, num_samples: int = 1, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Sample x = g(z; c), z ~ latent; differentiable in the parameters (and the context).
 
-    def f(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """x (..., D) -> (z = f(x) (..., D), log|det df/dx| (...)). Inverse of g."""
+        Shapes as jaxflow's: a context ``(C,)`` gives ``(num_samples, D)``, ``(B, C)`` gives
+        ``(num_samples, B, D)``.
+        """
+        shape = (num_samples,) if context is None else (num_samples, *context.shape[:-1])
+        return self.g(self.latent_sample(shape), context)
+
+    def f(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """x (..., D) -> (z = f(x; c) (..., D), log|det df/dx| (...)). Inverse of g."""
+        x, context = self._condition(x, context)
         z, sum_log_abs_det = x, x.new_zeros(x.shape[:-1])
         for flow in self.flows:
-            z, log_abs_det = flow.f(z)
+            z, log_abs_det = flow.f(z, context)
             sum_log_abs_det = sum_log_abs_det + log_abs_det
         return z, sum_log_abs_det
 
-    def g(self, z: torch.Tensor) -> torch.Tensor:
-        """z (..., D) -> x = g(z) (..., D). Inverse of f."""
-        return self.g_steps(z)[-1]
+    def g(self, z: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """z (..., D) -> x = g(z; c) (..., D). Inverse of f."""
+        return self.g_steps(z, context)[-1]
 
-    def g_steps(self, z: torch.Tensor) -> List[torch.Tensor]:
-        """[z, g_L(z), g_{L-1}(g_L(z)), ..., g(z)]: z and the output of every inverse layer."""
+    def g_steps(self, z: torch.Tensor, context: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        """[z, g_L(z), g_{L-1}(g_L(z)), ..., g(z)]: z and the output of every inverse step (each of ``flows``)."""
+        z, context = self._condition(z, context)
         xs = [z]
         for flow in reversed(self.flows):
-            xs.append(flow.g(xs[-1]))
+            xs.append(flow.g(xs[-1], context))
         return xs
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x) = log p_Z(f(x)) + log|det df/dx|, shape (...)."""
-        z, log_abs_det = self.f(x)
+    def log_prob(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """log p(x | c) = log p_Z(f(x; c)) + log|det df/dx|, shape (...)."""
+        z, log_abs_det = self.f(x, context)
         return self.latent_log_prob(z) + log_abs_det
 
     def __len__(self) -> int:
