@@ -2,23 +2,26 @@
 
 A run directory holds::
 
-    checkpoint.json              {"format": "jaxflow-checkpoint", "version": 1, "spec": {...},
-                                  "dtype": "float32", "train": {...}, "run": {...}, "step": k,
+    checkpoint.json              {"format": "jaxflow-checkpoint", "version": 2,
+                                  "spec": {"type": "Flow", ...}, "dtype": "float32",
+                                  "train": {...}, "run": {...}, "step": k,
                                   "payload": {"file": "state-<step>-<sha12>.msgpack",
                                               "sha256": "<hex>", "bytes": n}}
-    state-<step>-<sha12>.msgpack flax.serialization.msgpack_serialize({"state": TrainState,
-                                  "standardization": {"mean", "scale"}})
+    state-<step>-<sha12>.msgpack flax.serialization.msgpack_serialize({"state": TrainState})
 
-The payload is plain msgpack (numbers, strings, maps and raw array buffers, restored by
-``flax.serialization.msgpack_restore``), so loading never executes code. It is written under a
-new name first (temp file, fsync, ``os.replace``); then ``checkpoint.json`` is replaced
-atomically to point at it, and only then are older payloads deleted. A crash at any moment thus
-leaves a ``checkpoint.json`` naming a complete payload: the last good checkpoint.
+The spec is the flow's nested spec with type tags (:mod:`jaxflow.core.serialize`): any
+composition round-trips, and the data's standardisation is part of it (a fixed ``Affine`` layer).
+Version 1 files (a ``RealNVP`` spec and a separate standardisation) are still read, as the
+equivalent version 2 flow. The payload is plain msgpack (numbers, strings, maps and raw array
+buffers, restored by ``flax.serialization.msgpack_restore``), so loading never executes code. It
+is written under a new name first (:func:`jaxflow.io.atomic_write`); then ``checkpoint.json`` is
+replaced atomically to point at it, and only then are older payloads deleted. A crash at any
+moment thus leaves a ``checkpoint.json`` naming a complete payload: the last good checkpoint.
 
 Loading checks, and rejects with a one-line :class:`CheckpointError`: that the JSON is a jaxflow
-checkpoint of a known version, that the spec builds a :class:`~jaxflow.RealNVP`, that the
-payload has the recorded size and SHA-256 (truncated or tampered files), and that every array
-has the shape and dtype the spec and optimiser imply.
+checkpoint of a known version, that the spec builds a flow, that the payload has the recorded
+size and SHA-256 (truncated or tampered files), and that every array has the shape and dtype the
+spec and optimiser imply.
 
 flax serialisation was chosen over orbax-checkpoint: one small file, no background threads or
 directory protocol, and the same no-pickle guarantee.
@@ -38,13 +41,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxflow.spec import RealNVP
-from jaxflow.train import Standardization, TrainConfig, TrainState, init_state
+from jaxflow.core.layer import Chain
+from jaxflow.core.serialize import spec_from_json, spec_to_json
+from jaxflow.core.spec import Flow, FlowSpec
+from jaxflow.io import atomic_write
+from jaxflow.layers.elementwise import Affine
+from jaxflow.presets import RealNVP
+from jaxflow.train import TrainConfig, TrainState, init_state
 
 __all__ = ["CheckpointError", "Checkpoint", "FORMAT", "VERSION", "METADATA", "exists", "save", "read_metadata", "load"]
 
 FORMAT = "jaxflow-checkpoint"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
 METADATA = "checkpoint.json"
 
 
@@ -53,11 +62,10 @@ class CheckpointError(ValueError):
 
 
 class Checkpoint(NamedTuple):
-    """A loaded run: the spec, its training settings, the standardisation, the state and ``run`` metadata."""
+    """A loaded run: the flow spec, its training settings, the state and ``run`` metadata."""
 
-    flow: RealNVP
+    flow: FlowSpec
     config: TrainConfig
-    standardization: Standardization
     state: TrainState
     run: dict
 
@@ -67,17 +75,7 @@ def exists(run_dir: str) -> bool:
     return os.path.isfile(os.path.join(run_dir, METADATA))
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def save(run_dir: str, flow: RealNVP, config: TrainConfig, std: Standardization, state: TrainState,
-         run: dict[str, Any]) -> str:
+def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, run: dict[str, Any]) -> str:
     """Write ``state`` as the latest checkpoint of ``run_dir`` (created if needed); returns the payload path.
 
     ``run`` is JSON metadata of the caller's choosing (e.g. the data source), stored verbatim.
@@ -85,25 +83,22 @@ def save(run_dir: str, flow: RealNVP, config: TrainConfig, std: Standardization,
     from flax import serialization
 
     os.makedirs(run_dir, exist_ok=True)
-    payload = serialization.msgpack_serialize(jax.device_get({
-        "state": serialization.to_state_dict(state),
-        "standardization": {"mean": std.mean, "scale": std.scale},
-    }))
+    payload = serialization.msgpack_serialize(jax.device_get({"state": serialization.to_state_dict(state)}))
     digest = hashlib.sha256(payload).hexdigest()
     name = f"state-{state.step:09d}-{digest[:12]}.msgpack"
-    _atomic_write(os.path.join(run_dir, name), payload)
+    atomic_write(os.path.join(run_dir, name), payload)
     meta = {
         "format": FORMAT,
         "version": VERSION,
-        "spec": dataclasses.asdict(flow),
-        "dtype": str(jnp.dtype(std.mean.dtype)),
+        "spec": spec_to_json(flow),
+        "dtype": str(jnp.dtype(jax.tree_util.tree_leaves(state.params)[0].dtype)),
         "train": dataclasses.asdict(config),
         "run": run,
         "step": state.step,
         "best_val_nll": state.best_val_nll if math.isfinite(state.best_val_nll) else None,  # strict JSON
         "payload": {"file": name, "sha256": digest, "bytes": len(payload)},
     }
-    _atomic_write(os.path.join(run_dir, METADATA), json.dumps(meta, indent=2).encode())
+    atomic_write(os.path.join(run_dir, METADATA), json.dumps(meta, indent=2).encode())
     for stale in glob.glob(os.path.join(run_dir, "state-*.msgpack")):
         if os.path.basename(stale) != name:
             os.remove(stale)
@@ -124,8 +119,9 @@ def read_metadata(run_dir: str) -> dict:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata ({err})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a jaxflow checkpoint (format is not {FORMAT!r})")
-    if meta.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {meta.get('version')!r}, this jaxflow reads {VERSION}")
+    if type(meta.get("version")) is not int or meta["version"] not in READS:
+        raise CheckpointError(f"{path}: checkpoint version {meta.get('version')!r}, this jaxflow reads "
+                              f"{' and '.join(map(str, READS))}")
     missing = {"spec", "dtype", "train", "run", "step", "payload"} - meta.keys()
     if missing:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata, missing {sorted(missing)}")
@@ -134,11 +130,23 @@ def read_metadata(run_dir: str) -> dict:
     return meta
 
 
-def _build(cls, fields: Any, what: str, path: str):
+def _spec(meta: dict, path: str) -> FlowSpec:
     try:
-        return cls(**fields)
+        if meta["version"] == 1:
+            return RealNVP(**meta["spec"])
+        flow = spec_from_json(meta["spec"])
     except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: invalid {what} in checkpoint: {err}") from None
+        raise CheckpointError(f"{path}: invalid spec in checkpoint: {err}") from None
+    if not isinstance(flow, FlowSpec):
+        raise CheckpointError(f"{path}: invalid spec in checkpoint: a {type(flow).__name__}, not a flow")
+    return flow
+
+
+def _config(meta: dict, path: str) -> TrainConfig:
+    try:
+        return TrainConfig(**meta["train"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: invalid training config in checkpoint: {err}") from None
 
 
 def _read_payload(run_dir: str, meta: dict) -> bytes:
@@ -179,22 +187,40 @@ def load(run_dir: str) -> Checkpoint:
 
     meta = read_metadata(run_dir)
     meta_path = os.path.join(run_dir, METADATA)
-    flow = _build(RealNVP, meta["spec"], "spec", meta_path)
-    config = _build(TrainConfig, meta["train"], "training config", meta_path)
+    flow, config = _spec(meta, meta_path), _config(meta, meta_path)
     payload = _read_payload(run_dir, meta)
     try:
         tree = serialization.msgpack_restore(payload)
-        std = Standardization(*(jnp.asarray(tree["standardization"][key]) for key in ("mean", "scale")))
         dtype = jnp.dtype(meta["dtype"])
         template = jax.eval_shape(lambda: init_state(flow, config, dtype))  # shapes only, nothing compiled
         state = serialization.from_state_dict(template, tree["state"])
         scalars = {"step": int(state.step), "best_val_nll": float(state.best_val_nll),
                    "evals_since_best": int(state.evals_since_best)}
+        standardization = [np.asarray(tree["standardization"][key]) for key in ("mean", "scale")] \
+            if meta["version"] == 1 else None
     except Exception as err:  # msgpack and flax raise many types on malformed input
         raise CheckpointError(f"{run_dir}: corrupt checkpoint payload ({type(err).__name__}: {err})") from None
     arrays = lambda s: (s.params, s.opt_state, s.rng, s.best_params)
     _check_like(arrays(template), arrays(state), run_dir)
-    vector = jax.ShapeDtypeStruct((flow.dim,), dtype)
-    _check_like(Standardization(vector, vector), std, run_dir)
     state = jax.tree_util.tree_map(jnp.asarray, state._replace(**scalars))._replace(**scalars)
-    return Checkpoint(flow, config, std, state, meta["run"])
+    if standardization is not None:
+        flow, state = _from_version_1(flow, config, state, standardization, run_dir)
+    return Checkpoint(flow, config, state, meta["run"])
+
+
+def _from_version_1(flow: RealNVP, config: TrainConfig, state: TrainState, standardization, run_dir: str):
+    """A version 1 run as the version 2 flow it is: the standardisation as an ``Affine`` layer in
+    front, params ``[{}, params]`` (the same leaves in the same order, so they carry over)."""
+    mean, scale = standardization
+    vector = jax.ShapeDtypeStruct((flow.dim,), state.params["conditioner"]["input"]["bias"].dtype)
+    _check_like((vector, vector), (mean, scale), run_dir)
+    try:
+        flow = Flow(flow.event_shape, Chain(Affine(tuple(mean.tolist()), tuple(scale.tolist())), flow.layers))
+    except ValueError as err:
+        raise CheckpointError(f"{run_dir}: invalid standardisation in checkpoint: {err}") from None
+    template = jax.eval_shape(lambda: init_state(flow, config, vector.dtype))
+    carry = lambda new, old: jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(new),
+                                                          jax.tree_util.tree_leaves(old))
+    state = state._replace(params=carry(template.params, state.params), best_params=carry(template.best_params, state.best_params),
+                           opt_state=carry(template.opt_state, state.opt_state))
+    return flow, state

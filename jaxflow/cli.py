@@ -3,13 +3,16 @@
 ::
 
     jaxflow fit DATA --out RUN_DIR [--steps N] [--batch-size B] [--num-flows L] [--hidden-dim H]
-                     [--num-hidden K] [--lr LR] [--scale exp|tanh|sigmoid] [--seed S]
+                     [--num-hidden K] [--lr LR] [--scale exp|tanh|sigmoid] [--mask half|alternate]
+                     [--permute none|reverse|random] [--context-columns J,K] [--seed S]
     jaxflow eval RUN_DIR DATA [--json]
-    jaxflow sample RUN_DIR -n N --out FILE          # .npy or .csv
-    jaxflow plot RUN_DIR [--data DATA] --out FILE.png
+    jaxflow sample RUN_DIR -n N --out FILE [--context C1,C2]   # .npy or .csv
+    jaxflow plot RUN_DIR [--data DATA] [--context C ...] --out FILE.png
     jaxflow demo [--out DIR]
 
-``DATA`` is a built-in name (:data:`jaxflow.data.BUILTIN`) or a ``.npy``/``.npz``/``.csv`` file.
+``DATA`` is a built-in name (:data:`jaxflow.data.BUILTIN`) or a ``.npy``/``.npz``/``.csv`` file;
+a conditional density ``p(x | c)`` is fitted when the data carry a context (an ``.npz`` with keys
+``x`` and ``context``, ``--context-columns`` of a file, or a conditional built-in).
 Every bad input ends in one line ``jaxflow: error: ...`` on stderr and exit status 1, before
 anything existing is touched; an interrupted ``fit`` (SIGINT/SIGTERM) saves its checkpoint and
 exits with ``128 + signal``; rerunning the same command resumes it.
@@ -18,7 +21,6 @@ exits with ``128 + signal``; rerunning the same command resumes it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -32,10 +34,19 @@ import jax
 import numpy as np
 
 from jaxflow import checkpoint
-from jaxflow.data import BUILTIN, DataError, Splits, load_array, load_dataset
-from jaxflow.scales import SCALES
-from jaxflow.spec import RealNVP
-from jaxflow.train import TrainConfig, TrainingDiverged, data_sample, fit, mean_nll, standardization
+from jaxflow.core.flow import sample
+from jaxflow.core.layer import Chain, Repeat
+from jaxflow.core.serialize import model_json, spec_to_json
+from jaxflow.core.spec import Flow, FlowSpec
+from jaxflow.data import BUILTIN, DataError, Splits, load_arrays, load_dataset
+from jaxflow.io import atomic_output
+from jaxflow.layers.coupling import AffineCoupling
+from jaxflow.layers.masks import MASKS
+from jaxflow.layers.permute import PERMUTATIONS, Permute
+from jaxflow.layers.scales import SCALES
+from jaxflow.nets.mlp import MLP
+from jaxflow.presets import RealNVP
+from jaxflow.train import TrainConfig, TrainingDiverged, fit, mean_nll, standardize
 
 __all__ = ["main", "CLIError", "DEFAULTS"]
 
@@ -54,7 +65,26 @@ class _Interrupted(Exception):
 
 #: Defaults of ``fit`` and the settings of ``demo`` (tuned on moons, noise 0.05, for about a minute of CPU).
 DEFAULTS = {"steps": 5000, "batch_size": 256, "num_flows": 10, "hidden_dim": 64, "num_hidden": 2, "lr": 3e-3,
-            "scale": "tanh", "seed": 0, "eval_every": 250, "patience": 20}
+            "scale": "tanh", "mask": "half", "permute": "none", "seed": 0, "eval_every": 250, "patience": 20}
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    """``"0.5,1.0"`` -> ``(0.5, 1.0)`` (an argparse type)."""
+    try:
+        values = tuple(float(item) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return values
+
+
+def _columns(text: str) -> tuple[int, ...]:
+    """``"3,4"`` -> ``(3, 4)`` (an argparse type)."""
+    try:
+        return tuple(int(item) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated column numbers, got {text!r}") from None
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -65,6 +95,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-hidden", type=int, help="hidden layers per conditioner K")
     p.add_argument("--lr", type=float, help="peak Adam learning rate, cosine decay")
     p.add_argument("--scale", choices=SCALES, help="scale map: exp (the article), tanh (soft clamp), sigmoid (Glow)")
+    p.add_argument("--mask", choices=MASKS, help="coupling mask: half (the article's split and swap) or alternate")
+    p.add_argument("--permute", choices=("none",) + PERMUTATIONS,
+                   help="a fixed permutation after each coupling (random: one permutation, seed 0, repeated)")
     p.add_argument("--seed", type=int, help="seed of initialisation and batch order")
     p.add_argument("--eval-every", type=int, help="validate and checkpoint every N steps")
     p.add_argument("--patience", type=int, help="stop after this many validations without improvement; 0: never")
@@ -74,11 +107,13 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxflow", description="Fit, evaluate and sample RealNVP flows.")
+    parser = argparse.ArgumentParser(prog="jaxflow", description="Fit, evaluate, sample and plot normalizing flows (RealNVP and compositions; conditional densities p(x | c)).")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fit", help="train a flow on DATA (resumes an interrupted run in RUN_DIR)")
     p.add_argument("data", metavar="DATA", help=f"built-in ({', '.join(BUILTIN)}) or .npy/.npz/.csv file")
     p.add_argument("--out", required=True, metavar="RUN_DIR")
+    p.add_argument("--context-columns", type=_columns, metavar="J,K",
+                   help="0-based columns of DATA that are the context c of a conditional density p(x | c)")
     _add_model_options(p)
     p = sub.add_parser("eval", help="NLL of DATA under the model in RUN_DIR (a built-in's test split)")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -89,28 +124,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, required=True, dest="num_samples")
     p.add_argument("--out", required=True, metavar="FILE", help=".npy or .csv")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--context", type=_floats, metavar="C1,C2", help="the context of a conditional model")
     p = sub.add_parser("plot", help="PNG of data, samples and learned density (2-D models)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", metavar="DATA")
+    p.add_argument("--context", type=_floats, action="append", metavar="C1,C2",
+                   help="a context of a conditional model; repeat for one density panel each")
     p.add_argument("--out", required=True, metavar="FILE.png")
     p = sub.add_parser("demo", help="the main job: fit moons, compare with the true entropy, plot")
     p.add_argument("--out", default=os.path.join("runs", "demo"), metavar="DIR", help="default runs/demo")
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"], help=f"default {DEFAULTS['steps']}")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
-
-
-@contextlib.contextmanager
-def _atomic_output(path: str):
-    """Yield a temporary path beside ``path`` (same extension); move it onto ``path`` only on success."""
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.tmp-{os.getpid()}{ext}"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _check_output(path: str, extensions: Sequence[str]) -> None:
@@ -123,10 +148,11 @@ def _check_output(path: str, extensions: Sequence[str]) -> None:
 
 
 def _fingerprint(splits: Splits) -> str:
-    """SHA-256 of the training and validation arrays: a resumed run must see the same data."""
+    """SHA-256 of the training and validation arrays (and contexts): a resumed run must see the same data."""
     digest = hashlib.sha256()
-    for part in (splits.train, splits.val):
-        digest.update(np.ascontiguousarray(part).tobytes())
+    for part in (splits.train, splits.val, splits.train_context, splits.val_context):
+        if part is not None:
+            digest.update(np.ascontiguousarray(part).tobytes())
     return digest.hexdigest()
 
 
@@ -135,7 +161,7 @@ def _differences(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
-def _prepare_run_dir(run_dir: str, flow: RealNVP, config: TrainConfig, run: dict) -> Optional[checkpoint.Checkpoint]:
+def _prepare_run_dir(run_dir: str, flow: FlowSpec, config: TrainConfig, run: dict) -> Optional[checkpoint.Checkpoint]:
     """The checkpoint to resume from, ``None`` for a fresh run; refuses a foreign or different run."""
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise CLIError(f"{run_dir}: exists and is not a directory")
@@ -143,32 +169,37 @@ def _prepare_run_dir(run_dir: str, flow: RealNVP, config: TrainConfig, run: dict
         if os.path.isdir(run_dir) and os.listdir(run_dir):
             raise CLIError(f"{run_dir}: directory is not empty and holds no jaxflow run; choose another --out")
         return None
-    meta = checkpoint.read_metadata(run_dir)
-    changed = (_differences(meta["spec"], dataclasses.asdict(flow)) + _differences(meta["train"], dataclasses.asdict(config))
-               + _differences(meta["run"], run))
+    previous = checkpoint.load(run_dir)
+    old_model, new_model = model_json(spec_to_json(previous.flow)), model_json(spec_to_json(flow))
+    changed = ((["model"] if old_model != new_model else []) + _differences(dataclasses.asdict(previous.config),
+               dataclasses.asdict(config)) + _differences(previous.run, run))
     if changed:
         raise CLIError(f"{run_dir}: holds a run of a different configuration ({'; '.join(changed)}); "
                        "choose another --out")
-    return checkpoint.load(run_dir)
+    return previous
 
 
-def _fit(data: str, run_dir: str, options: dict, standardize: bool, quiet: bool):
+def _fit(data: str, run_dir: str, options: dict, standardize_data: bool, quiet: bool,
+         context_columns: Optional[Sequence[int]] = None):
     """Fit (``options``: :data:`DEFAULTS`' keys) or resume; returns ``(checkpoint, splits)`` of the finished run."""
-    splits = load_dataset(data)
-    flow, config = _spec_and_config(splits.train.shape[1], options)
-    run = {"data": splits.name, "data_sha256": _fingerprint(splits), "standardize": standardize}
-    previous = _prepare_run_dir(run_dir, flow, config, run)
+    splits = load_dataset(data, context_columns=context_columns)
+    context_dim = 0 if splits.train_context is None else splits.train_context.shape[1]
+    model, config = _model_and_config(splits.train.shape[1], context_dim, options)
     try:
-        std = standardization(splits.train, standardize) if previous is None else previous.standardization
+        flow = standardize(model, splits.train, splits.train_context, enabled=standardize_data)
     except ValueError as err:
         raise CLIError(f"{data}: {err}") from None
+    run = {"data": splits.name, "data_sha256": _fingerprint(splits), "standardize": standardize_data}
+    previous = _prepare_run_dir(run_dir, flow, config, run)
     if previous is not None:
+        flow = previous.flow
         print(f"resuming {run_dir} from step {previous.state.step} of {config.steps}", file=sys.stderr)
-    save = lambda state: checkpoint.save(run_dir, flow, config, std, state, run)
+    save = lambda state: checkpoint.save(run_dir, flow, config, state, run)
     start = time.perf_counter()
     try:
-        result = fit(flow, std, splits.train, splits.val, config, state=previous and previous.state,
-                     checkpoint=save, progress=not quiet)
+        result = fit(flow, splits.train, splits.val, config, context_train=splits.train_context,
+                     context_val=splits.val_context, state=previous and previous.state, checkpoint=save,
+                     progress=not quiet)
     except TrainingDiverged as err:
         raise CLIError(f"{err} (in {run_dir})") from None
     state = result.state
@@ -178,49 +209,63 @@ def _fit(data: str, run_dir: str, options: dict, standardize: bool, quiet: bool)
         raise _Interrupted(result.signal)
     print(f"{result.status.replace('_', ' ')} at step {state.step} in {time.perf_counter() - start:.1f} s; "
           f"best validation NLL {state.best_val_nll:.4f} nats; saved in {run_dir}")
-    return checkpoint.Checkpoint(flow, config, std, state, run), splits
+    return checkpoint.Checkpoint(flow, config, state, run), splits
 
 
-def _check_dim(ckpt: checkpoint.Checkpoint, x: np.ndarray, name: str) -> None:
-    if x.shape[1] != ckpt.flow.dim:
-        raise CLIError(f"{name}: data have {x.shape[1]} columns, the model expects dim {ckpt.flow.dim}")
+def _check_data(ckpt: checkpoint.Checkpoint, x: np.ndarray, context: Optional[np.ndarray], name: str) -> None:
+    if x.shape[1] != ckpt.flow.event_shape[0]:
+        raise CLIError(f"{name}: data have {x.shape[1]} columns, the model expects dim {ckpt.flow.event_shape[0]}")
+    got = 0 if context is None else context.shape[1]
+    if got != ckpt.flow.context_dim:
+        raise CLIError(f"{name}: data have a context of {got} columns, the model expects {ckpt.flow.context_dim}")
 
 
-def _evaluate(ckpt: checkpoint.Checkpoint, x: np.ndarray, name: str) -> dict:
+def _evaluate(ckpt: checkpoint.Checkpoint, x: np.ndarray, context: Optional[np.ndarray], name: str) -> dict:
     """``nll_nats``, ``bits_per_dim = nll / (D ln 2)`` and ``num_examples`` of ``x`` under the best parameters."""
-    _check_dim(ckpt, x, name)
-    nll = mean_nll(ckpt.flow, ckpt.state.best_params, ckpt.standardization, x)
+    _check_data(ckpt, x, context, name)
+    nll = mean_nll(ckpt.flow, ckpt.state.best_params, x, context)
     return {"nll_nats": nll, "bits_per_dim": nll / (x.shape[1] * math.log(2)), "num_examples": len(x)}
 
 
-def _eval_data(source: str) -> tuple[np.ndarray, Optional[float]]:
-    """A built-in's test split (and its entropy), or all rows of a file."""
+def _eval_data(source: str) -> tuple[np.ndarray, Optional[np.ndarray], Optional[float]]:
+    """A built-in's test split (its context and entropy), or all rows of a file (and their context)."""
     if source in BUILTIN:
         splits = load_dataset(source)
-        return splits.test, splits.entropy
-    return load_array(source), None
+        return splits.test, splits.test_context, splits.entropy
+    return (*load_arrays(source), None)
 
 
 def _cmd_fit(args) -> None:
-    _fit(args.data, args.out, {key: getattr(args, key) for key in DEFAULTS}, not args.no_standardize, args.quiet)
+    _fit(args.data, args.out, {key: getattr(args, key) for key in DEFAULTS}, not args.no_standardize, args.quiet,
+         args.context_columns)
 
 
-def _spec_and_config(dim: int, options: dict) -> tuple[RealNVP, TrainConfig]:
-    """The spec (identity-initialised) and training config of the command-line ``options``."""
+def _model_and_config(dim: int, context_dim: int, options: dict) -> tuple[FlowSpec, TrainConfig]:
+    """The model (identity-initialised) and training config of the command-line ``options``:
+    the article's :class:`RealNVP` for ``--mask half --permute none``, else a ``Repeat`` of
+    ``Chain(AffineCoupling(mask), Permute)``."""
     try:
-        flow = RealNVP(dim=dim, num_flows=options["num_flows"], hidden_dim=options["hidden_dim"],
-                       num_hidden=options["num_hidden"], scale=options["scale"], identity_init=True)
+        conditioner = MLP(options["hidden_dim"], options["num_hidden"])
+        if options["mask"] == "half" and options["permute"] == "none":
+            model = RealNVP(dim=dim, num_flows=options["num_flows"], hidden_dim=options["hidden_dim"],
+                            num_hidden=options["num_hidden"], scale=options["scale"], identity_init=True,
+                            context_dim=context_dim)
+        else:
+            layer = AffineCoupling(options["mask"], conditioner, options["scale"], identity_init=True)
+            if options["permute"] != "none":
+                layer = Chain(layer, Permute(options["permute"]))
+            model = Flow((dim,), Repeat(layer, options["num_flows"]), context_dim)
         config = TrainConfig(**{key: options[key] for key in
                                 ("steps", "batch_size", "lr", "eval_every", "patience", "seed")})
     except (TypeError, ValueError) as err:
         raise CLIError(str(err)) from None
-    return flow, config
+    return model, config
 
 
 def _cmd_eval(args) -> None:
     ckpt = checkpoint.load(args.run_dir)
-    x, entropy = _eval_data(args.data)
-    result = {"dataset": args.data, **_evaluate(ckpt, x, args.data), "step": ckpt.state.step}
+    x, context, entropy = _eval_data(args.data)
+    result = {"dataset": args.data, **_evaluate(ckpt, x, context, args.data), "step": ckpt.state.step}
     if entropy is not None:
         result["entropy_nats"] = entropy
     if args.json:
@@ -231,14 +276,25 @@ def _cmd_eval(args) -> None:
     print(line + (f"; true entropy {entropy:.4f} nats" if entropy is not None else ""))
 
 
+def _context_of(ckpt: checkpoint.Checkpoint, context: Optional[tuple[float, ...]]) -> Optional[np.ndarray]:
+    """The ``--context`` vector, checked against the model."""
+    got = 0 if context is None else len(context)
+    if got != ckpt.flow.context_dim:
+        if ckpt.flow.context_dim == 0:
+            raise CLIError(f"--context: this model is unconditional, got a context of {got} numbers")
+        raise CLIError(f"--context: this model is conditional and needs {ckpt.flow.context_dim} numbers, got {got}")
+    return None if context is None else np.asarray(context, np.float32)
+
+
 def _cmd_sample(args) -> None:
     _check_output(args.out, (".npy", ".csv"))
     if args.num_samples < 1:
         raise CLIError(f"-n must be >= 1, got {args.num_samples}")
     ckpt = checkpoint.load(args.run_dir)
-    x = np.asarray(data_sample(ckpt.flow, ckpt.state.best_params, ckpt.standardization,
-                               jax.random.key(args.seed), args.num_samples))
-    with _atomic_output(args.out) as tmp:
+    context = _context_of(ckpt, args.context)
+    x = np.asarray(sample(ckpt.flow, ckpt.state.best_params, jax.random.key(args.seed), args.num_samples,
+                          context=context))
+    with atomic_output(args.out) as tmp:
         if tmp.endswith(".npy"):
             np.save(tmp, x)
         else:
@@ -246,13 +302,15 @@ def _cmd_sample(args) -> None:
     print(f"wrote {args.num_samples} samples to {args.out}")
 
 
-def _plot(ckpt: checkpoint.Checkpoint, data: Optional[np.ndarray], out: str, title: str = "") -> None:
+def _plot(ckpt: checkpoint.Checkpoint, data: Optional[np.ndarray], out: str, title: str = "",
+          contexts: Optional[Sequence[tuple[float, ...]]] = None) -> None:
     from jaxflow.plotting import plot_2d
 
-    if ckpt.flow.dim != 2:
-        raise CLIError(f"plot draws 2-D models only; this model has dim {ckpt.flow.dim}")
-    with _atomic_output(out) as tmp:
-        plot_2d(tmp, ckpt.flow, ckpt.state.best_params, ckpt.standardization, data, title=title)
+    if ckpt.flow.event_shape != (2,):
+        raise CLIError(f"plot draws 2-D models only; this model has event shape {ckpt.flow.event_shape}")
+    contexts = [_context_of(ckpt, c) for c in (contexts or [None])]
+    with atomic_output(out) as tmp:
+        plot_2d(tmp, ckpt.flow, ckpt.state.best_params, data, title=title, contexts=contexts)
 
 
 def _cmd_plot(args) -> None:
@@ -260,26 +318,10 @@ def _cmd_plot(args) -> None:
     ckpt = checkpoint.load(args.run_dir)
     data = None
     if args.data is not None:
-        data = _eval_data(args.data)[0]
-        _check_dim(ckpt, data, args.data)
-    _plot(ckpt, data, args.out)
+        data, context, _ = _eval_data(args.data)
+        _check_data(ckpt, data, context, args.data)
+    _plot(ckpt, data, args.out, contexts=args.context)
     print(f"wrote {args.out}")
-
-
-def _torchref_difference(ckpt: checkpoint.Checkpoint, x: np.ndarray) -> Optional[float]:
-    """Largest ``|log p_jax(u) - log p_torch(u)|`` over standardised ``x``; ``None`` without torch/torchref."""
-    try:
-        import torch
-        import torchref
-    except ImportError:
-        return None
-    from jaxflow.flow import log_prob
-
-    u = (x - np.asarray(ckpt.standardization.mean)) / np.asarray(ckpt.standardization.scale)
-    model = torchref.from_jax(ckpt.flow, ckpt.state.best_params)
-    with torch.no_grad():
-        torch_lp = model.log_prob(torch.from_numpy(u)).numpy()
-    return float(np.max(np.abs(np.asarray(log_prob(ckpt.flow, ckpt.state.best_params, u)) - torch_lp)))
 
 
 def _cmd_demo(args) -> None:
@@ -288,14 +330,9 @@ def _cmd_demo(args) -> None:
           f"{options['steps']} Adam steps on moons (noise 0.05), run directory {args.out}")
     start = time.perf_counter()
     ckpt, splits = _fit("moons", args.out, options, True, args.quiet)
-    result = _evaluate(ckpt, splits.test, "moons")
+    result = _evaluate(ckpt, splits.test, None, "moons")
     print(f"test NLL {result['nll_nats']:.4f} nats on {result['num_examples']} fresh samples; "
           f"true entropy {splits.entropy:.4f} nats; gap {result['nll_nats'] - splits.entropy:+.4f} nats")
-    difference = _torchref_difference(ckpt, splits.test)
-    if difference is None:
-        print("torchref: skipped (needs torch and torchref: pip install -e '.[torch]')")
-    else:
-        print(f"torchref: converted; max |log_prob difference| {difference:.2e} over the test set")
     png = os.path.join(args.out, "demo.png")
     _plot(ckpt, splits.test, png, title=f"moons: test NLL {result['nll_nats']:.3f} vs entropy {splits.entropy:.3f}")
     print(f"wrote {png} (data, samples, learned density) in {time.perf_counter() - start:.0f} s total")

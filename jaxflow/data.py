@@ -49,7 +49,7 @@ import csv
 import dataclasses
 import math
 import os
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -63,6 +63,9 @@ __all__ = [
     "estimate_entropy",
     "load_digits",
     "load_array",
+    "load_arrays",
+    "ConditionalToy",
+    "CONDITIONAL_TOYS",
     "load_dataset",
     "BUILTIN",
 ]
@@ -302,27 +305,87 @@ def estimate_entropy(dataset: Toy, num_samples: int = 100_000, seed: int = 0) ->
     return float(-log_p.mean()), float(log_p.std(ddof=1) / math.sqrt(num_samples))
 
 
+# --- a conditional toy ------------------------------------------------------------------------
+
+#: centre of the moons (the mean of their two curves), the point the conditional toy rotates about
+MOONS_CENTER = np.array([0.5, 0.25])
+
+
+@dataclasses.dataclass(frozen=True)
+class ConditionalToy:
+    """``rotated-moons``: moons rotated about their centre ``m`` by the context ``theta ~ U(0, pi)``.
+
+    ``x = m + R(theta) (y - m)``, ``y ~ moons(noise)``. A rotation keeps volume, so the exact
+    conditional density is ``log p(x | theta) = log p_moons(m + R(-theta) (x - m))`` and the
+    conditional entropy ``H(X | C)`` equals the moons' entropy at every ``theta``: the smallest
+    expected NLL any conditional model can reach.
+    """
+
+    name: str = "rotated-moons"
+    noise: float = 0.05
+
+    def sample(self, n: int, seed: int, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
+        """``(x (n, 2), theta (n, 1))``, a pure function of ``seed``."""
+        rng = np.random.default_rng(seed)
+        theta = np.pi * rng.random(n)
+        x = _rotate(_moons_sample(rng, n, self.noise), theta)
+        return x.astype(dtype), theta[:, None].astype(dtype)
+
+    def log_prob(self, x, context) -> np.ndarray:
+        """``log p(x | theta)`` for ``x (N, 2)`` and ``context (N, 1)``, float64."""
+        theta = np.asarray(context, np.float64)[:, 0]
+        return toy("moons", self.noise).log_prob(_rotate(np.asarray(x, np.float64), -theta))
+
+    @property
+    def entropy(self) -> Optional[float]:
+        """``H(X | C)`` in nats (the moons' entropy at this noise), or ``None``."""
+        return ENTROPY.get(("moons", self.noise))
+
+
+def _rotate(x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """``m + R(theta) (x - m)`` per row."""
+    cos, sin = np.cos(theta), np.sin(theta)
+    u = x - MOONS_CENTER
+    return MOONS_CENTER + np.stack([cos * u[:, 0] - sin * u[:, 1], sin * u[:, 0] + cos * u[:, 1]], -1)
+
+
+CONDITIONAL_TOYS = {"rotated-moons": ConditionalToy()}
+
+
 # --- real data and the user's files ----------------------------------------------------------
 
 
 class Splits(NamedTuple):
-    """A dataset split three ways, each ``(N_i, D)`` float32; ``entropy``: the true one in nats or ``None``."""
+    """A dataset split three ways, each ``(N_i, D)`` float32; ``entropy``: the true one in nats or ``None``
+    (for a conditional dataset ``H(X | C)``); ``*_context``: each split's context ``(N_i, C)``, or ``None``."""
 
     name: str
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
     entropy: Optional[float] = None
+    train_context: Optional[np.ndarray] = None
+    val_context: Optional[np.ndarray] = None
+    test_context: Optional[np.ndarray] = None
+
+    def context(self, split: str) -> Optional[np.ndarray]:
+        """The context of ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
+        return getattr(self, f"{split}_context")
 
 
-def _split_rows(x: np.ndarray, name: str, val_fraction: float, test_fraction: float, seed: int = 0) -> Splits:
-    """Shuffle rows with ``seed`` and cut them into train/val/test by the given fractions."""
+def _split_rows(x: np.ndarray, name: str, val_fraction: float, test_fraction: float, seed: int = 0,
+                context: Optional[np.ndarray] = None) -> Splits:
+    """Shuffle rows (and their context) with ``seed`` and cut them into train/val/test by the given fractions."""
     perm = np.random.default_rng(seed).permutation(len(x))
     num_val, num_test = int(round(val_fraction * len(x))), int(round(test_fraction * len(x)))
     if len(x) - num_val - num_test < 2 or (val_fraction > 0 and num_val == 0):
         raise DataError(f"{name}: {len(x)} rows are too few to split off validation data")
-    val, test, train = np.split(x[perm], [num_val, num_val + num_test])
-    return Splits(name, train, val, test)
+    cut = lambda a: np.split(a[perm], [num_val, num_val + num_test])
+    val, test, train = cut(x)
+    if context is None:
+        return Splits(name, train, val, test)
+    val_c, test_c, train_c = cut(context)
+    return Splits(name, train, val, test, None, train_c, val_c, test_c)
 
 
 def load_digits(seed: int = 0) -> Splits:
@@ -367,25 +430,53 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _read_npz(path: str) -> np.ndarray:
+def _read_npz(path: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
     with np.load(path, allow_pickle=False) as archive:
         keys = list(archive.keys())
-        if len(keys) == 1:
-            return archive[keys[0]]
         if "x" in keys:
-            return archive["x"]
-        raise DataError(f"{path}: .npz holds {keys}; store one array, or name the data 'x'")
+            return archive["x"], archive["context"] if "context" in keys else None
+        if len(keys) == 1:
+            return archive[keys[0]], None
+        raise DataError(f"{path}: .npz holds {keys}; store one array, or name the data 'x' (and its context 'context')")
 
 
-_READERS = {".npy": lambda path: np.load(path, allow_pickle=False), ".npz": _read_npz, ".csv": _read_csv}
+_READERS = {".npy": lambda path: (np.load(path, allow_pickle=False), None), ".npz": _read_npz,
+            ".csv": lambda path: (_read_csv(path), None)}
 
 
-def load_array(path: str) -> np.ndarray:
-    """Read ``(N, D)`` finite numeric data from ``.npy``, ``.npz`` or ``.csv``; returns float32.
+def _checked(x, path: str, what: str, min_columns: int) -> np.ndarray:
+    """``x`` as finite float32 ``(N, D)``, ``D >= min_columns``, or a one-line :class:`DataError`.
 
-    Raises :class:`DataError` with a one-line message for every bad input: a missing file, an
-    unknown extension, unreadable content, pickled objects, non-numeric or ragged values, a shape
-    other than ``(N, D)`` with ``N >= 1`` and ``D >= 2``, and rows with NaN or inf.
+    ``what`` is ``"data"`` or ``"context"``; messages about the context say so.
+    """
+    x = np.asarray(x)
+    of = "" if what == "data" else f" in the {what}"
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.issubdtype(x.dtype, np.complexfloating) \
+            or np.issubdtype(x.dtype, np.timedelta64):
+        raise DataError(f"{path}: expected real numbers{of}, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D array (N, D){of}, got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise DataError(f"{path}: empty {what}, shape {x.shape}")
+    if x.shape[1] < min_columns:
+        raise DataError(f"{path}: a flow needs D >= {min_columns} columns{of}, got shape {x.shape}")
+    with np.errstate(over="ignore"):  # overflow becomes inf, reported next
+        x = x.astype(np.float32)
+    bad = ~np.isfinite(x).all(-1)
+    if bad.any():
+        raise DataError(f"{path}: {bad.sum()} rows{of} hold NaN or inf (after conversion to float32), "
+                        f"the first is row {np.flatnonzero(bad)[0]} (0-based)")
+    return x
+
+
+def load_arrays(path: str, context_columns: Optional[Sequence[int]] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """Read ``x (N, D)`` and its context ``(N, C)`` (or ``None``) from ``.npy``, ``.npz`` or ``.csv``; float32.
+
+    The context is the ``.npz`` key ``context`` beside ``x``, or the columns ``context_columns``
+    (0-based) of the file's one array. Raises :class:`DataError` with a one-line message for
+    every bad input: a missing file, an unknown extension, unreadable content, pickled objects,
+    non-numeric or ragged values, a shape other than ``(N, D)`` with ``N >= 1`` and ``D >= 2``,
+    rows with NaN or inf, and a context whose rows do not match.
     """
     ext = os.path.splitext(path)[1].lower()
     if ext not in _READERS:
@@ -393,50 +484,64 @@ def load_array(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise DataError(f"{path}: no such file")
     try:
-        x = np.asarray(_READERS[ext](path))
+        x, context = _READERS[ext](path)
+        x = np.asarray(x)
     except DataError:
         raise
     except (OSError, ValueError, EOFError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path}: cannot read {ext} file: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.issubdtype(x.dtype, np.complexfloating):
-        raise DataError(f"{path}: expected real numbers, got dtype {x.dtype}")
-    if x.ndim != 2:
-        raise DataError(f"{path}: expected a 2-D array (N, D), got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise DataError(f"{path}: empty data, shape {x.shape}")
-    if x.shape[1] < 2:
-        raise DataError(f"{path}: a flow needs D >= 2 columns, got shape {x.shape}")
-    with np.errstate(over="ignore"):  # overflow becomes inf, reported next
-        x = x.astype(np.float32)
-    bad = ~np.isfinite(x).all(-1)
-    if bad.any():
-        raise DataError(f"{path}: {bad.sum()} rows hold NaN or inf (after conversion to float32), "
-                        f"the first is row {np.flatnonzero(bad)[0]} (0-based)")
-    return x
+    if context_columns:
+        if context is not None:
+            raise DataError(f"{path}: holds a 'context' array; --context-columns is for files of one array")
+        columns = list(context_columns)
+        width = x.shape[1] if x.ndim == 2 else 0
+        if any(not 0 <= j < width for j in columns) or len(set(columns)) != len(columns):
+            raise DataError(f"{path}: context columns {columns} must be distinct, in 0..{width - 1}")
+        context, x = x[:, columns], np.delete(x, columns, axis=1)
+    x = _checked(x, path, "data", 2)
+    if context is None:
+        return x, None
+    context = _checked(context, path, "context", 1)
+    if len(context) != len(x):
+        raise DataError(f"{path}: the context has {len(context)} rows, the data {len(x)}")
+    return x, context
 
 
-#: Built-in dataset names: the toys and ``digits``.
-BUILTIN = TOYS + ("digits",)
+def load_array(path: str) -> np.ndarray:
+    """The data ``x (N, D)`` of :func:`load_arrays`, for files without a context."""
+    return load_arrays(path)[0]
+
+
+#: Built-in dataset names: the toys, the conditional toys and ``digits``.
+BUILTIN = TOYS + tuple(CONDITIONAL_TOYS) + ("digits",)
 
 #: Sizes of the built-in toys' splits (each drawn with its own fixed seed).
 TOY_SIZES = {"train": 50_000, "val": 5_000, "test": 50_000}
 
 
-def load_dataset(source: str, val_fraction: float = 0.1, test_fraction: float = 0.0) -> Splits:
-    """``source`` is a built-in name (:data:`BUILTIN`) or a file path (:func:`load_array`).
+def load_dataset(source: str, val_fraction: float = 0.1, test_fraction: float = 0.0,
+                 context_columns: Optional[Sequence[int]] = None) -> Splits:
+    """``source`` is a built-in name (:data:`BUILTIN`) or a file path (:func:`load_arrays`).
 
     A toy's splits are independent draws with seeds 0/1/2 (sizes :data:`TOY_SIZES`); a file's
-    rows are shuffled with seed 0 and cut by ``val_fraction`` and ``test_fraction``.
+    rows (with their context) are shuffled with seed 0 and cut by ``val_fraction`` and
+    ``test_fraction``.
     """
     if source in TOYS:
         dataset = toy(source)
         train, val, test = (dataset.sample(TOY_SIZES[split], seed) for seed, split in enumerate(TOY_SIZES))
         return Splits(source, train, val, test, dataset.entropy)
+    if source in CONDITIONAL_TOYS:
+        dataset = CONDITIONAL_TOYS[source]
+        (train, c_train), (val, c_val), (test, c_test) = (dataset.sample(TOY_SIZES[split], seed)
+                                                          for seed, split in enumerate(TOY_SIZES))
+        return Splits(source, train, val, test, dataset.entropy, c_train, c_val, c_test)
     if source == "digits":
         return load_digits()
     if os.path.splitext(source)[1] == "" and not os.path.exists(source):
         raise DataError(f"unknown dataset {source!r}: not a file, and not one of {', '.join(BUILTIN)}")
-    return _split_rows(load_array(source), source, val_fraction, test_fraction)
+    x, context = load_arrays(source, context_columns)
+    return _split_rows(x, source, val_fraction, test_fraction, context=context)
 
 
 def _print_entropy_table(num_samples: int = 1_000_000) -> None:

@@ -1,13 +1,16 @@
-"""Maximum-likelihood training on standardised data, with validation, early stopping and resumption.
+"""Maximum-likelihood training, with validation, early stopping and resumption.
 
-The model is fitted to standardised data :math:`u = (x - \\mu) / \\sigma` (per-coordinate mean
-and standard deviation of the training split), and every reported likelihood is in the units
-of the user's data:
+The flow is fitted to the user's data as they are: :func:`standardize` puts the standardisation
+:math:`u = (x - \\mu) / \\sigma` (per-coordinate mean and standard deviation of the training
+split) at the front of the flow as a fixed :class:`~jaxflow.Affine` layer, and the context's
+standardisation into ``context_affine``, so every likelihood is in the units of the data by
+construction:
 
 .. math::
 
-    \\log p_X(x) = \\log p_{\\text{flow}}\\!\\left(\\frac{x - \\mu}{\\sigma}\\right) - \\sum_{j=1}^{D} \\log \\sigma_j,
-    \\qquad \\text{NLL} = -\\frac{1}{N} \\sum_{n=1}^{N} \\log p_X(x_n) \\text{ nats}, \\qquad
+    \\log p_X(x \\mid c) = \\log p_{\\text{flow}}\\!\\left(\\frac{x - \\mu}{\\sigma} \\,\\middle|\\,
+    \\frac{c - \\mu_c}{\\sigma_c}\\right) - \\sum_{j=1}^{D} \\log \\sigma_j, \\qquad
+    \\text{NLL} = -\\frac{1}{N} \\sum_{n=1}^{N} \\log p_X(x_n \\mid c_n) \\text{ nats}, \\qquad
     \\text{bits/dim} = \\frac{\\text{NLL}}{D \\ln 2}.
 
 Training minimises the minibatch NLL with optax (gradient clipping, then Adam with a cosine
@@ -31,15 +34,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxflow.flow import log_prob, sample
-from jaxflow.params import init
-from jaxflow.spec import RealNVP
+from jaxflow.core.flow import log_prob
+from jaxflow.core.init import init
+from jaxflow.core.layer import Chain
+from jaxflow.core.spec import Flow, FlowSpec
+from jaxflow.layers.elementwise import Affine
 
 __all__ = [
-    "Standardization",
-    "standardization",
-    "data_log_prob",
-    "data_sample",
+    "standardize",
     "mean_nll",
     "TrainConfig",
     "TrainState",
@@ -53,53 +55,69 @@ __all__ = [
 ]
 
 
-class Standardization(NamedTuple):
-    """Affine map to the model's space, ``u = (x - mean) / scale``; both ``(D,)``."""
-
-    mean: jax.Array
-    scale: jax.Array
-
-
-def standardization(x, enabled: bool = True, dtype=jnp.float32) -> Standardization:
-    """Per-coordinate mean and standard deviation of ``x (N, D)``; the identity map if not ``enabled``.
-
-    Raises ``ValueError`` for a constant coordinate, whose density would be degenerate.
-    """
+def _mean_and_std(x, what: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     x = np.asarray(x, np.float64)
-    if not enabled:
-        return Standardization(jnp.zeros(x.shape[-1], dtype), jnp.ones(x.shape[-1], dtype))
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"{what}: expected a non-empty (N, D) array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{what}: holds NaN or inf (row {int(np.flatnonzero(~np.isfinite(x).all(1))[0])}); "
+                         "cannot standardise")
     scale = x.std(0)
     if np.any(scale == 0):
-        raise ValueError(f"column(s) {np.flatnonzero(scale == 0).tolist()} of the data are constant: "
+        raise ValueError(f"{what}: column(s) {np.flatnonzero(scale == 0).tolist()} are constant: "
                          "a continuous density cannot fit them")
-    return Standardization(jnp.asarray(x.mean(0), dtype), jnp.asarray(scale, dtype))
+    return tuple(x.mean(0).tolist()), tuple(scale.tolist())
 
 
-def data_log_prob(flow: RealNVP, params, std: Standardization, x) -> jax.Array:
-    """``log p_X(x) = log p_flow((x - mean) / scale) - sum(log scale)``, shape ``(...)`` for ``x (..., D)``."""
-    return log_prob(flow, params, (x - std.mean) / std.scale) - jnp.log(std.scale).sum()
+def standardize(flow: FlowSpec, x, context=None, enabled: bool = True) -> Flow:
+    """``flow`` fitted on standardised data: ``Affine(mean(x), std(x))`` first, and the context's
+    ``Affine(mean(c), std(c))`` as ``context_affine`` (``x (N, D)``, ``c (N, context_dim)``).
 
-
-def data_sample(flow: RealNVP, params, std: Standardization, key: jax.Array, num_samples: int) -> jax.Array:
-    """``x = mean + scale * g(z)``, ``z ~ N(0, I)``: ``(num_samples, D)`` in the data's units."""
-    return std.mean + std.scale * sample(flow, params, key, num_samples)
+    The result is a :class:`~jaxflow.Flow` whose params are ``[{}, <flow's params>]``. With
+    ``enabled=False`` both maps are the identity (the same structure, so runs stay comparable).
+    Raises ``ValueError`` for a constant coordinate, whose density would be degenerate, and for
+    non-finite data.
+    """
+    if len(flow.event_shape) != 1:
+        raise ValueError(f"standardize: expects vector events (D,), got event shape {flow.event_shape}")
+    if flow.context_affine is not None:
+        raise ValueError("standardize: the flow already has a context_affine")
+    if (context is None) != (flow.context_dim == 0):
+        raise ValueError(f"standardize: the flow has context_dim {flow.context_dim}, "
+                         f"got {'no' if context is None else 'a'} context")
+    identity = lambda n: ((0.0,) * n, (1.0,) * n)
+    shift, scale = _mean_and_std(x, "data") if enabled else identity(flow.event_shape[0])
+    context_affine = None
+    if context is not None:
+        context_affine = Affine(*(_mean_and_std(context, "context") if enabled else identity(flow.context_dim)))
+    return Flow(flow.event_shape, Chain(Affine(shift, scale), flow.layers), flow.context_dim, context_affine)
 
 
 @functools.partial(jax.jit, static_argnames="flow")
-def _chunk_nll_sum(flow: RealNVP, params, std: Standardization, x: jax.Array, mask: jax.Array) -> jax.Array:
-    return -jnp.sum(jnp.where(mask, data_log_prob(flow, params, std, x), 0))
+def _chunk_nll_sum(flow: FlowSpec, params, x: jax.Array, context, mask: jax.Array) -> jax.Array:
+    return -jnp.sum(jnp.where(mask, log_prob(flow, params, x, context=context), 0))
 
 
-def mean_nll(flow: RealNVP, params, std: Standardization, x, chunk: int = 8192) -> float:
-    """``-(1/N) sum_n log p_X(x_n)`` in nats over ``x (N, D)``, evaluated in fixed-size jitted chunks."""
+def _dtype(params) -> jnp.dtype:
+    leaves = jax.tree_util.tree_leaves(params)
+    return leaves[0].dtype if leaves else jnp.dtype(jnp.float32)
+
+
+def mean_nll(flow: FlowSpec, params, x, context=None, chunk: int = 8192) -> float:
+    """``-(1/N) sum_n log p_X(x_n | c_n)`` in nats over ``x (N, D)``, in fixed-size jitted chunks."""
     x = np.asarray(x)
+    if len(x) == 0:
+        raise ValueError("mean_nll: no examples (x is empty)")
+    context = None if context is None else np.asarray(context)
     size = min(chunk, len(x))
+    dtype = _dtype(params)
+    pad = lambda rows: np.concatenate([rows, np.zeros((size - len(rows),) + rows.shape[1:], rows.dtype)])
     total = 0.0
     for start in range(0, len(x), size):
         rows = x[start : start + size]
         mask = np.arange(size) < len(rows)
-        padded = np.concatenate([rows, np.zeros((size - len(rows), x.shape[1]), x.dtype)])
-        total += float(_chunk_nll_sum(flow, params, std, jnp.asarray(padded, std.mean.dtype), mask))
+        c = None if context is None else jnp.asarray(pad(context[start : start + size]), dtype)
+        total += float(_chunk_nll_sum(flow, params, jnp.asarray(pad(rows), dtype), c, mask))
     return total / len(x)
 
 
@@ -167,37 +185,38 @@ class TrainState(NamedTuple):
     evals_since_best: int
 
 
-def init_state(flow: RealNVP, config: TrainConfig, dtype=jnp.float32) -> TrainState:
-    """Step 0: ``init(flow, fold_in(key(seed), 0))``, fresh optimiser, batch key ``fold_in(key(seed), 1)``."""
+def init_state(flow: FlowSpec, config: TrainConfig, dtype=jnp.float32, data=None, context=None) -> TrainState:
+    """Step 0: ``init(flow, fold_in(key(seed), 0), data=data, context=context)``, fresh optimiser,
+    batch key ``fold_in(key(seed), 1)``. ``data`` (a batch of training events) starts ActNorm layers."""
     root = jax.random.key(config.seed)
-    params = init(flow, jax.random.fold_in(root, 0), dtype)
+    params = init(flow, jax.random.fold_in(root, 0), dtype, data=data, context=context)
     rng = jax.random.key_data(jax.random.fold_in(root, 1))
     return TrainState(0, params, optimizer(config).init(params), rng, params, math.inf, 0)
 
 
-def make_train_step(flow: RealNVP, config: TrainConfig) -> Callable:
-    """The jitted step ``(params, opt_state, rng, k, u) -> (params, opt_state, loss)``.
+def make_train_step(flow: FlowSpec, config: TrainConfig) -> Callable:
+    """The jitted step ``(params, opt_state, rng, k, x, c) -> (params, opt_state, loss)``.
 
-    ``u (N, D)`` is the standardised training data; the batch is ``u[i]``,
-    ``i ~ randint(fold_in(rng, k), (batch_size,), 0, N)``; ``loss`` is the batch's mean NLL of ``u``.
-    It compiles once (``k`` is traced, not static), and is shared by all configs that differ only
-    in ``seed``, ``eval_every`` or ``patience``, which do not enter the step.
+    ``x (N, D)`` is the training data (``c (N, C)`` its context, or ``None``); the batch is
+    ``x[i]``, ``i ~ randint(fold_in(rng, k), (batch_size,), 0, N)``; ``loss`` is the batch's mean
+    NLL. It compiles once (``k`` is traced, not static), and is shared by all configs that differ
+    only in ``seed``, ``eval_every`` or ``patience``, which do not enter the step.
     """
     return _train_step(flow, dataclasses.replace(config, seed=0, eval_every=1, patience=0))
 
 
 @functools.lru_cache(maxsize=16)
-def _train_step(flow: RealNVP, config: TrainConfig) -> Callable:
+def _train_step(flow: FlowSpec, config: TrainConfig) -> Callable:
     tx = optimizer(config)
 
-    def loss_fn(params, batch):
-        return -log_prob(flow, params, batch).mean()
+    def loss_fn(params, batch, context):
+        return -log_prob(flow, params, batch, context=context).mean()
 
     @jax.jit
-    def train_step(params, opt_state, rng, k, u):
+    def train_step(params, opt_state, rng, k, x, context):
         key = jax.random.fold_in(jax.random.wrap_key_data(rng), k)
-        batch = u[jax.random.randint(key, (config.batch_size,), 0, u.shape[0], dtype=jnp.int32)]
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        rows = jax.random.randint(key, (config.batch_size,), 0, x.shape[0], dtype=jnp.int32)
+        loss, grads = jax.value_and_grad(loss_fn)(params, x[rows], None if context is None else context[rows])
         with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes int32 counts with floats
             updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
@@ -252,33 +271,55 @@ def _progress_bar(config: TrainConfig, state: TrainState, enabled: bool):
                 dynamic_ncols=True, mininterval=0.25)
 
 
-def fit(flow: RealNVP, std: Standardization, x_train, x_val, config: TrainConfig, *,
-        state: Optional[TrainState] = None, checkpoint: Optional[Callable[[TrainState], None]] = None,
-        progress: bool = True, train_step: Optional[Callable] = None) -> FitResult:
-    """Train ``flow`` on ``x_train (N, D)``, validating on ``x_val``; resumes from ``state`` if given.
+def _finite_rows(x, what: str) -> None:
+    bad = ~np.isfinite(np.asarray(x, np.float64).reshape(len(x), -1)).all(1)
+    if bad.any():
+        raise ValueError(f"{what}: row {int(np.flatnonzero(bad)[0])} holds NaN or inf ({int(bad.sum())} such rows)")
 
-    Every ``eval_every`` steps (and at the end) the validation NLL is computed, the best parameters
-    kept, and ``checkpoint(state)`` called; SIGINT/SIGTERM make the loop call ``checkpoint`` and
-    return with status ``"interrupted"``. A non-finite training loss raises
-    :class:`TrainingDiverged` before its update is applied, without another checkpoint.
-    ``train_step`` (from :func:`make_train_step`) may be passed to reuse its compilation.
+
+#: rows of training data that a fresh run's data-dependent initialisation (ActNorm) sees
+INIT_ROWS = 1024
+
+
+def fit(flow: FlowSpec, x_train, x_val, config: TrainConfig, *, context_train=None, context_val=None,
+        state: Optional[TrainState] = None, checkpoint: Optional[Callable[[TrainState], None]] = None,
+        progress: bool = True, train_step: Optional[Callable] = None, dtype=jnp.float32) -> FitResult:
+    """Train ``flow`` on ``x_train (N, D)`` (with ``context_train (N, C)`` for a conditional flow),
+    validating on ``x_val``; resumes from ``state`` if given, else starts from :func:`init_state`
+    in ``dtype`` with the first :data:`INIT_ROWS` training rows as ``data``.
+
+    Pass :func:`standardize`'s flow to fit standardised data. Every ``eval_every`` steps (and at
+    the end) the validation NLL is computed, the best parameters kept, and ``checkpoint(state)``
+    called; SIGINT/SIGTERM make the loop call ``checkpoint`` and return with status
+    ``"interrupted"``. A non-finite training loss raises :class:`TrainingDiverged` before its
+    update is applied, without another checkpoint; a non-finite row in the data is a
+    ``ValueError`` naming it. ``train_step`` (from :func:`make_train_step`) may be passed to reuse
+    its compilation.
     """
-    state = init_state(flow, config, std.mean.dtype) if state is None else state
+    for part, what in ((x_train, "training data"), (x_val, "validation data"), (context_train, "training context"),
+                       (context_val, "validation context")):
+        if part is not None:
+            _finite_rows(part, what)
+    if state is None:
+        head = lambda a: None if a is None else np.asarray(a)[:INIT_ROWS]
+        state = init_state(flow, config, dtype, head(x_train), head(context_train))
     train_step = make_train_step(flow, config) if train_step is None else train_step
-    u = jnp.asarray((np.asarray(x_train) - np.asarray(std.mean)) / np.asarray(std.scale), std.mean.dtype)
-    log_scale_sum = float(jnp.log(std.scale).sum())
+    dtype = _dtype(state.params)
+    x = jnp.asarray(x_train, dtype)
+    c = None if context_train is None else jnp.asarray(context_train, dtype)
+    validate = lambda state: _validate(flow, x_val, context_val, state)
     save = checkpoint or (lambda state: None)
     last_saved = state.step if state.step > 0 else None
     val_nll = state.best_val_nll
     with _signals_caught() as received, _progress_bar(config, state, progress) as bar:
         while not is_finished(state, config):
-            params, opt_state, loss = train_step(state.params, state.opt_state, state.rng, np.int32(state.step), u)
-            loss = float(loss) + log_scale_sum
+            params, opt_state, loss = train_step(state.params, state.opt_state, state.rng, np.int32(state.step), x, c)
+            loss = float(loss)
             if not math.isfinite(loss):
                 raise TrainingDiverged(state.step + 1, loss, last_saved)
             state = state._replace(step=state.step + 1, params=params, opt_state=opt_state)
             if state.step % config.eval_every == 0 or state.step == config.steps:
-                state, val_nll = _validate(flow, std, x_val, state)
+                state, val_nll = validate(state)
                 save(state)
                 last_saved = state.step
             if progress:
@@ -291,9 +332,9 @@ def fit(flow: RealNVP, std: Standardization, x_train, x_val, config: TrainConfig
     return FitResult(state, "completed" if state.step >= config.steps else "early_stopped")
 
 
-def _validate(flow: RealNVP, std: Standardization, x_val, state: TrainState) -> tuple[TrainState, float]:
+def _validate(flow: FlowSpec, x_val, context_val, state: TrainState) -> tuple[TrainState, float]:
     """Validation NLL of the current parameters; they become the best if they improve on it."""
-    val_nll = mean_nll(flow, state.params, std, x_val)
+    val_nll = mean_nll(flow, state.params, x_val, context_val)
     if val_nll < state.best_val_nll:
         return state._replace(best_params=state.params, best_val_nll=val_nll, evals_since_best=0), val_nll
     return state._replace(evals_since_best=state.evals_since_best + 1), val_nll

@@ -34,6 +34,8 @@ from typing import Any, ClassVar, Optional
 import jax
 import jax.numpy as jnp
 
+from jaxflow.core.serialize import register
+
 __all__ = ["Layer", "LAYERS", "Chain", "Repeat", "require_int", "zero_log_det", "batch_shape"]
 
 Shape = tuple[int, ...]
@@ -70,6 +72,7 @@ class Layer:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         LAYERS[cls.__name__] = cls
+        register(cls)
 
     def check(self, event_shape: Shape, context_dim: int) -> None:
         """Raise ``ValueError`` if this layer cannot act on events of ``event_shape``."""

@@ -14,6 +14,7 @@ import math
 from typing import Optional
 
 from jaxflow.core.layer import Layer, require_int
+from jaxflow.core.serialize import register
 
 __all__ = ["FlowSpec", "Flow"]
 
@@ -30,6 +31,10 @@ class FlowSpec:
     layers: Layer
     context_dim: int
     context_affine: Optional[Layer]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        register(cls)
 
     @property
     def event_size(self) -> int:

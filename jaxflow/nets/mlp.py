@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxflow.core.layer import require_int
+from jaxflow.core.serialize import register
 
 __all__ = ["MLP", "Conditioner", "COMPUTE_DTYPES"]
 
@@ -72,6 +73,7 @@ class Conditioner(nn.Module):
         return self._dense(self.out_dim, "dims")(h)
 
 
+@register
 @dataclasses.dataclass(frozen=True)
 class MLP:
     """Spec of the MLP conditioner: width ``hidden_dim``, ``num_hidden`` hidden layers.
