@@ -43,8 +43,8 @@ __all__ = ["PEERS", "MLP", "minimal_contender", "distrax_contender", "flowjax_co
 
 
 class MLP(nn.Module):
-    """``x1 (..., D - d) -> (..., 2 d)``: Dense ``input``, ``num_hidden`` x Dense ``hidden_k``,
-    Dense ``dims``, leaky_relu between (jaxflow's parameter names, so its params apply as they are)."""
+    """``x1 (..., D - d) -> (..., 2 d)``: ``num_hidden + 1`` Dense layers with leaky_relu, then a
+    last Dense, named by :meth:`jaxflow.MLP.layer_names` so jaxflow's params apply as they are."""
 
     hidden_dim: int
     num_hidden: int
@@ -54,10 +54,10 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
-        names = ["input"] + [f"hidden_{k}" for k in range(self.num_hidden)]
-        for name in names:
+        *hidden, last = jaxflow.MLP(self.hidden_dim, self.num_hidden).layer_names()
+        for name in hidden:
             h = nn.leaky_relu(nn.Dense(self.hidden_dim, dtype=self.dtype, name=name)(h), self.negative_slope)
-        return nn.Dense(self.out_dim, dtype=self.dtype, name="dims")(h)
+        return nn.Dense(self.out_dim, dtype=self.dtype, name=last)(h)
 
 
 def _shift_and_log_scale(flow: jaxflow.RealNVP, dtype, layer_params, x1: jax.Array):

@@ -225,3 +225,22 @@ def test_demo_short_mode(tmp_path, capsys):
     assert status == 0, err
     assert "test NLL" in out and "true entropy 0.2901 nats" in out
     assert (tmp_path / "demo" / "demo.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_ignores_how_a_flow_is_computed(tmp_path):
+    """compute_dtype and scan_unroll change how, not what: a run resumes across them, not across a real change."""
+    import dataclasses
+
+    from jaxflow import cli
+
+    x = data.toy("moons").sample(300, seed=0)
+    model = cli._model_and_config(2, 0, {**cli.DEFAULTS, "num_flows": 2, "hidden_dim": 8})[0]
+    config = train.TrainConfig(steps=2, batch_size=16, eval_every=2)
+    flow = train.standardize(model, x)
+    state = train.fit(flow, x, x, config, progress=False).state
+    checkpoint.save(str(tmp_path), flow, config, state, {})
+    faster = train.standardize(dataclasses.replace(model, scan_unroll=True, compute_dtype="bfloat16"), x)
+    assert cli._prepare_run_dir(str(tmp_path), faster, config, {}).state.step == 2
+    deeper = train.standardize(dataclasses.replace(model, num_flows=3), x)
+    with pytest.raises(cli.CLIError, match=r"different configuration \(model\)"):
+        cli._prepare_run_dir(str(tmp_path), deeper, config, {})
