@@ -42,9 +42,21 @@ Each is demonstrated on a verbatim copy of the article's code in
    Fixed annotation.
 
 Additions, to build every model jaxflow builds: ``AffineCouplingLayer(theta, split, scale="exp",
-clamp=5.0)`` with the scale maps of :data:`torchref.model.LOG_SCALES` (the article's is
-``"exp"``), ``Conditioner(..., negative_slope=0.01)``, :func:`build_flow` (with
-``identity_init``), and the conversions :func:`to_jax` / :func:`from_jax`.
+clamp=5.0, identity_init=False)`` with the scale maps of :data:`torchref.model.LOG_SCALES` (the
+article's is ``"exp"``) and :class:`MaskSplit` for in-place masks, ``Conditioner(...,
+negative_slope=0.01)``, a twin of every other jaxflow layer kind (:class:`Permutation`,
+:class:`LULinear`, :class:`ActNorm`, :class:`Affine`) and of its compositions (:class:`Chain`,
+:class:`Repeat`), a context for conditional flows as the second argument of ``f``, ``g``,
+``g_steps``, ``log_prob`` and ``sample`` (``model.log_prob(x, context)``, ``model.sample(n,
+context)``; broadcast against ``x``'s batch axes; ``NormalizingFlow(..., context_affine,
+context_dim)``), :func:`build_flow` (with ``identity_init``), and the conversions :func:`to_jax` /
+:func:`from_jax` of any vector ``jaxflow.Flow``:
+
+>>> flow = jaxflow.Flow((3,), jaxflow.Repeat(jaxflow.Chain(jaxflow.ActNorm(), jaxflow.AffineCoupling("alternate"),
+...                                                        jaxflow.LULinear()), 4), context_dim=2)
+>>> model = torchref.from_spec(flow)                # flows = Repeat([Chain([ActNorm, AffineCouplingLayer, LULinear]), ...])
+>>> torchref.to_jax(model)[0] == flow
+True
 
 .. warning:: The conditioner's output layout differs: torch reads ``dims`` interleaved
    (row ``2j`` is ``t_j``, row ``2j + 1`` is ``s_j``), jaxflow blocked (``[t | s]``).
@@ -52,13 +64,23 @@ clamp=5.0)`` with the scale maps of :data:`torchref.model.LOG_SCALES` (the artic
 """
 
 from torchref.convert import build_flow, from_jax, from_spec, spec_of, to_jax, to_jax_params
-from torchref.model import LOG_SCALES, AffineCouplingLayer, Conditioner, NormalizingFlow, Split, StandardNormal
+from torchref.model import (
+    LOG_SCALES, ActNorm, Affine, AffineCouplingLayer, Chain, Conditioner, LULinear, MaskSplit, NormalizingFlow,
+    Permutation, Repeat, Split, StandardNormal,
+)
 
 __all__ = [
     "NormalizingFlow",
     "AffineCouplingLayer",
     "Conditioner",
     "Split",
+    "MaskSplit",
+    "Permutation",
+    "LULinear",
+    "ActNorm",
+    "Affine",
+    "Chain",
+    "Repeat",
     "StandardNormal",
     "LOG_SCALES",
     "build_flow",

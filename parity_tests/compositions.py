@@ -1,0 +1,104 @@
+"""Random compositions of every jaxflow layer kind, and the same flow on both sides with random weights.
+
+:func:`composed_flows` draws a :class:`jaxflow.Flow` on ``R^D`` (``D`` 2-9, even and odd), with or
+without a context (and a ``context_affine``), whose root is a ``Chain``, a ``Repeat`` or a
+``Chain`` holding a ``Repeat``, of 1-8 leaf layers in all: couplings with ``"half"``,
+``"alternate"`` and explicit masks and every scale map, ``Permute``, ``ActNorm``, ``LULinear``,
+``Affine``. :func:`make_composed_pair` initialises the torch twin, perturbs every ``ActNorm`` and
+``LULinear`` away from the identity (so that a wrong layout of theirs cannot pass), and converts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import strategies as st
+
+import jaxflow
+import torchref
+
+__all__ = ["composed_flows", "leaf_layers", "make_composed_pair", "perturb", "COMPOSED_EDGE_CASES"]
+
+MLPS = st.builds(jaxflow.MLP, hidden_dim=st.sampled_from([4, 16]), num_hidden=st.integers(0, 2),
+                 negative_slope=st.sampled_from([0.01, 0.2]))
+NUMBERS = st.floats(-1.5, 1.5).map(lambda v: round(v, 3))
+SCALES = st.floats(0.5, 2.0).map(lambda v: round(v, 3))
+
+
+def _mask(dim: int):
+    explicit = st.lists(st.booleans(), min_size=dim, max_size=dim).filter(lambda m: any(m) and not all(m)).map(tuple)
+    return st.one_of(st.sampled_from(["half", "alternate"]), explicit)
+
+
+def _numbers(values, dim: int):
+    return st.one_of(values, st.tuples(*[values] * dim))
+
+
+def leaf_layers(dim: int):
+    """Any one leaf layer on ``R^dim``."""
+    return st.one_of(
+        st.builds(jaxflow.AffineCoupling, mask=_mask(dim), conditioner=MLPS, scale=st.sampled_from(jaxflow.SCALES),
+                  clamp=st.sampled_from([2.0, 5.0])),
+        st.builds(jaxflow.Permute, kind=st.just("random"), seed=st.integers(0, 1000)) | st.just(jaxflow.Permute()),
+        st.just(jaxflow.ActNorm()),
+        st.just(jaxflow.LULinear()),
+        st.builds(jaxflow.Affine, shift=_numbers(NUMBERS, dim), scale=_numbers(SCALES, dim)),
+    )
+
+
+def _block(layers):
+    return layers[0] if len(layers) == 1 else jaxflow.Chain(*layers)
+
+
+@st.composite
+def composed_flows(draw) -> jaxflow.Flow:
+    dim = draw(st.integers(2, 9))
+    context_dim = draw(st.sampled_from([0, 1, 3]))
+    structure = draw(st.sampled_from(["chain", "repeat", "chain_with_repeat"]))
+    if structure == "chain":
+        layers = jaxflow.Chain(*draw(st.lists(leaf_layers(dim), min_size=1, max_size=8)))
+    elif structure == "repeat":  # n copies of a block of k leaves, n * k <= 8
+        n = draw(st.integers(1, 4))
+        layers = jaxflow.Repeat(_block(draw(st.lists(leaf_layers(dim), min_size=1, max_size=8 // n))), n)
+    else:
+        head = draw(st.lists(leaf_layers(dim), min_size=0, max_size=2))
+        block = draw(st.lists(leaf_layers(dim), min_size=1, max_size=2))
+        tail = draw(st.lists(leaf_layers(dim), min_size=0, max_size=2))
+        layers = jaxflow.Chain(*head, jaxflow.Repeat(_block(block), 2), *tail)
+    context_affine = None
+    if context_dim and draw(st.booleans()):
+        context_affine = jaxflow.Affine(draw(_numbers(NUMBERS, context_dim)), draw(_numbers(SCALES, context_dim)))
+    return jaxflow.Flow((dim,), layers, context_dim=context_dim, context_affine=context_affine)
+
+
+def perturb(model: torch.nn.Module, seed: int, size: float = 0.3) -> None:
+    """Every ``ActNorm`` and ``LULinear`` parameter (initialised at the identity) to ``size * N(0, 1)``."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torchref.ActNorm, torchref.LULinear)):
+                for p in module.parameters():
+                    p.copy_(size * torch.randn(p.shape, generator=generator, dtype=torch.float64))
+
+
+def make_composed_pair(flow: jaxflow.Flow, seed: int, dtype, device: str = "cpu"):
+    """``(params, model)`` with the same random weights: torch's init, perturbed, converted to jaxflow."""
+    torch.manual_seed(seed)
+    model = torchref.from_spec(flow, dtype=getattr(torch, np.dtype(dtype).name))
+    perturb(model, seed)
+    converted, params = torchref.to_jax(model.to(device))
+    assert converted == flow
+    return params, model
+
+
+_MLP = jaxflow.MLP(8, 1)
+COMPOSED_EDGE_CASES = [  # always run: every layer kind in one flow, conditional, odd dim, both dtypes
+    jaxflow.Flow((5,), jaxflow.Chain(
+        jaxflow.Affine((0.1, -0.2, 0.3, 0.0, 1.0), 2.0), jaxflow.ActNorm(),
+        jaxflow.Repeat(jaxflow.Chain(jaxflow.AffineCoupling("alternate", _MLP, "tanh"), jaxflow.LULinear(),
+                                     jaxflow.Permute("random", 3)), 2),
+        jaxflow.AffineCoupling("half", _MLP), jaxflow.AffineCoupling((True, False, False, True, False), _MLP, "sigmoid"),
+        jaxflow.Permute()), context_dim=2, context_affine=jaxflow.Affine((1.0, 2.0), (3.0, 4.0))),
+    jaxflow.Flow((2,), jaxflow.Repeat(jaxflow.Chain(jaxflow.ActNorm(), jaxflow.AffineCoupling("half", jaxflow.MLP(4, 0)),
+                                                    jaxflow.LULinear()), 4)),
+]

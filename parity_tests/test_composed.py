@@ -1,0 +1,119 @@
+"""Parity on random compositions of every layer kind (:mod:`parity_tests.compositions`).
+
+For each generated flow both sides hold the same random weights (every ActNorm and LULinear
+perturbed away from the identity); jaxflow's ``f``, ``log_det``, ``log_prob``, ``g``,
+``g_and_log_det``, ``g_steps`` and ``sample`` (on the same latent draws), and the gradients of
+the mean NLL with respect to the parameters, the inputs and the context, are compared with the
+torchref model's. A context of the events' batch shape, or one context broadcast against all.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+
+import jaxflow
+import torchref
+from parity_tests.compositions import COMPOSED_EDGE_CASES, composed_flows, make_composed_pair
+from parity_tests.devices import DEVICES, on
+from parity_tests.pairs import to_numpy, to_torch
+from parity_tests.test_parity import _well_conditioned
+from parity_tests.tolerances import assert_close
+
+NUM_SAMPLES = 3
+
+# each example compiles its own program (a new spec), so fewer than the RealNVP test's examples
+EXAMPLES = max(4, settings.default.max_examples * 2 // 3)
+
+
+def _with_edge_cases(test):
+    for flow in COMPOSED_EDGE_CASES:
+        for dtype in (np.float64, np.float32):
+            test = example(flow=flow, dtype=dtype, shared_context=False, seed=0)(test)
+    return test
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=EXAMPLES)
+@_with_edge_cases
+@given(flow=composed_flows(), dtype=st.sampled_from([np.float64, np.float32]), shared_context=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_composed_values_steps_sample_and_gradients(device, flow, dtype, shared_context, seed):
+    with on(device):
+        params, model = make_composed_pair(flow, seed, dtype, device)
+        # jaxflow.sample draws in the params' dtype, float32 for a flow without parameters
+        assume(jax.tree_util.tree_leaves(params))
+        rng = np.random.default_rng(seed)
+        x, z = rng.standard_normal((2, 8, flow.event_size)).astype(dtype)
+        context = None
+        if flow.context_dim:
+            batch = () if shared_context else (8,)
+            context = rng.standard_normal(batch + (flow.context_dim,)).astype(dtype)
+        key = jax.random.key(seed)
+        results = _jax_results(flow, params, x, z, context, key)
+        expected = _torch_results(model, x, z, context, results.pop("latent_draws"), device)
+        for quantity, value in results.items():
+            jax.tree_util.tree_map(lambda a, b: assert_close(a, to_numpy(b), quantity, dtype), value, expected[quantity])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jax_results(flow, params, x, z, context, key) -> dict:
+    """Every public jaxflow function on data ``x``, latents ``z`` and ``context``; and the latent
+    draws behind ``sample(key)``, ``(NUM_SAMPLES, *context batch, D)``."""
+
+    def nll(params, x, context):
+        return -jnp.mean(jaxflow.log_prob(flow, params, x, context=context))
+
+    grads = jax.grad(nll, argnums=(0, 1, 2) if context is not None else (0, 1))(params, x, context)
+    batch = () if context is None else context.shape[:-1]
+    latent = jaxflow.standard_normal(flow.event_shape, x.dtype)
+    results = {
+        "f": jaxflow.f(flow, params, x, context=context)[0],
+        "log_det": jaxflow.log_det(flow, params, x, context=context),
+        "log_prob": jaxflow.log_prob(flow, params, x, context=context),
+        "g": jaxflow.g(flow, params, z, context=context),
+        "g_log_det": jaxflow.g_and_log_det(flow, params, z, context=context)[1],
+        "g_steps": jaxflow.g_steps(flow, params, z, context=context),
+        "sample": jaxflow.sample(flow, params, key, NUM_SAMPLES, context=context),
+        "latent_draws": latent.sample(seed=key, sample_shape=(NUM_SAMPLES, *batch)),
+        "grad_params": grads[0],
+        "grad_x": grads[1],
+    }
+    if context is not None:
+        results["grad_context"] = grads[2]
+    return results
+
+
+def _torch_results(model: torchref.NormalizingFlow, x, z, context, latent_draws, device) -> dict:
+    """The torchref counterparts of :func:`_jax_results` (discarding ill-conditioned examples)."""
+    tx = to_torch(x, device, requires_grad=True)
+    tc = None if context is None else to_torch(context, device, requires_grad=True)
+    latent, log_det = model.f(tx, tc)
+    steps = model.g_steps(to_torch(z, device), tc)
+    assume(_well_conditioned([latent, log_det, *steps]))
+    log_prob = model.log_prob(tx, tc)
+    model.zero_grad()
+    (-log_prob.mean()).backward()
+    g_log_det = -model.f(steps[-1], tc)[1]  # log|det dg/dz| = -log|det df/dx| at x = g(z)
+    results = {
+        "f": latent,
+        "log_det": log_det,
+        "log_prob": log_prob,
+        "g": steps[-1],
+        "g_log_det": g_log_det,
+        "g_steps": torch.stack(steps),
+        "sample": model.g(to_torch(latent_draws, device), tc),
+        "grad_params": torchref.to_jax_params(model, grad=True),
+        "grad_x": tx.grad,
+    }
+    if tc is not None:
+        results["grad_context"] = torch.zeros_like(tc) if tc.grad is None else tc.grad  # no coupling reads it
+    return results
+
