@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import hashlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from typing import Optional, Sequence
@@ -39,7 +41,7 @@ from jaxflow.core.layer import Chain, Repeat
 from jaxflow.core.serialize import model_json, spec_to_json
 from jaxflow.core.spec import Flow, FlowSpec
 from jaxflow.data import BUILTIN, DataError, Splits, load_arrays, load_dataset
-from jaxflow.io import atomic_output
+from jaxflow.io import LOCK_FILE, RunLocked, atomic_output, is_temporary, locked, remove_stale_temporaries
 from jaxflow.layers.coupling import AffineCoupling
 from jaxflow.layers.masks import MASKS
 from jaxflow.layers.permute import PERMUTATIONS, Permute
@@ -125,12 +127,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help=".npy or .csv")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--context", type=_floats, metavar="C1,C2", help="the context of a conditional model")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     p = sub.add_parser("plot", help="PNG of data, samples and learned density (2-D models)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", metavar="DATA")
     p.add_argument("--context", type=_floats, action="append", metavar="C1,C2",
                    help="a context of a conditional model; repeat for one density panel each")
     p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--force", action="store_true", help="overwrite FILE.png if it exists")
     p = sub.add_parser("demo", help="the main job: fit moons, compare with the true entropy, plot")
     p.add_argument("--out", default=os.path.join("runs", "demo"), metavar="DIR", help="default runs/demo")
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"], help=f"default {DEFAULTS['steps']}")
@@ -138,13 +142,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_output(path: str, extensions: Sequence[str]) -> None:
+def _check_output(path: str, extensions: Sequence[str], force: bool) -> None:
     ext = os.path.splitext(path)[1].lower()
     if ext not in extensions:
         raise CLIError(f"{path}: unknown output format {ext or '(no extension)'!r}; use {' or '.join(extensions)}")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise CLIError(f"{path}: directory {parent} does not exist")
+    if os.path.lexists(path) and not force:
+        raise CLIError(f"{path}: exists; pass --force to overwrite it")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise CLIError(f"{path}: exists and is not a regular file")
 
 
 def _fingerprint(splits: Splits) -> str:
@@ -161,13 +169,19 @@ def _differences(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+def _refuse_foreign(run_dir: str) -> None:
+    """Refuse a directory that holds files but no jaxflow run (jaxflow's lock and temporaries aside)."""
+    if checkpoint.exists(run_dir):
+        return
+    if any(name != LOCK_FILE and not is_temporary(name) for name in os.listdir(run_dir)):
+        raise CLIError(f"{run_dir}: directory is not empty and holds no jaxflow run; choose another --out")
+
+
 def _prepare_run_dir(run_dir: str, flow: FlowSpec, config: TrainConfig, run: dict) -> Optional[checkpoint.Checkpoint]:
-    """The checkpoint to resume from, ``None`` for a fresh run; refuses a foreign or different run."""
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise CLIError(f"{run_dir}: exists and is not a directory")
+    """The checkpoint to resume from, ``None`` for a fresh run; refuses a foreign or different run.
+    The caller holds the directory's lock, so leftover temporaries and the lock file do not count."""
     if not checkpoint.exists(run_dir):
-        if os.path.isdir(run_dir) and os.listdir(run_dir):
-            raise CLIError(f"{run_dir}: directory is not empty and holds no jaxflow run; choose another --out")
+        _refuse_foreign(run_dir)
         return None
     previous = checkpoint.load(run_dir)
     old_model, new_model = model_json(spec_to_json(previous.flow)), model_json(spec_to_json(flow))
@@ -190,11 +204,44 @@ def _fit(data: str, run_dir: str, options: dict, standardize_data: bool, quiet: 
     except ValueError as err:
         raise CLIError(f"{data}: {err}") from None
     run = {"data": splits.name, "data_sha256": _fingerprint(splits), "standardize": standardize_data}
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise CLIError(f"{run_dir}: exists and is not a directory")
+    if os.path.isdir(run_dir):
+        _refuse_foreign(run_dir)  # before the lock file is created in it
+    os.makedirs(run_dir, exist_ok=True)
+    try:
+        with locked(run_dir):
+            remove_stale_temporaries(run_dir)
+            return _fit_locked(splits, flow, config, run, run_dir, quiet)
+    except RunLocked as err:
+        raise CLIError(str(err)) from None
+
+
+def _checkpoint_bytes(flow: FlowSpec) -> int:
+    """About the size of one checkpoint payload: params, best params and Adam's two moments, float32."""
+    from jaxflow.core.init import param_shapes
+
+    return 4 * 4 * sum(math.prod(shape) for shape in param_shapes(flow).values()) + 4096
+
+
+def _fit_locked(splits: Splits, flow: FlowSpec, config: TrainConfig, run: dict, run_dir: str, quiet: bool):
     previous = _prepare_run_dir(run_dir, flow, config, run)
+    needed = 2 * _checkpoint_bytes(flow)  # the new payload is written before the old one is removed
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise CLIError(f"{run_dir}: {free} bytes free on its device, a checkpoint needs about {needed}")
     if previous is not None:
         flow = previous.flow
         print(f"resuming {run_dir} from step {previous.state.step} of {config.steps}", file=sys.stderr)
-    save = lambda state: checkpoint.save(run_dir, flow, config, state, run)
+    def save(state):
+        try:
+            checkpoint.save(run_dir, flow, config, state, run)
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise CLIError(f"{run_dir}: no space left on the device while writing a checkpoint "
+                               f"(about {_checkpoint_bytes(flow)} bytes); the last good checkpoint is kept") from None
+            raise
+
     start = time.perf_counter()
     try:
         result = fit(flow, splits.train, splits.val, config, context_train=splits.train_context,
@@ -287,7 +334,7 @@ def _context_of(ckpt: checkpoint.Checkpoint, context: Optional[tuple[float, ...]
 
 
 def _cmd_sample(args) -> None:
-    _check_output(args.out, (".npy", ".csv"))
+    _check_output(args.out, (".npy", ".csv"), args.force)
     if args.num_samples < 1:
         raise CLIError(f"-n must be >= 1, got {args.num_samples}")
     ckpt = checkpoint.load(args.run_dir)
@@ -314,7 +361,7 @@ def _plot(ckpt: checkpoint.Checkpoint, data: Optional[np.ndarray], out: str, tit
 
 
 def _cmd_plot(args) -> None:
-    _check_output(args.out, (".png",))
+    _check_output(args.out, (".png",), args.force)
     ckpt = checkpoint.load(args.run_dir)
     data = None
     if args.data is not None:

@@ -1,19 +1,30 @@
-"""Atomic file output, the one helper for checkpoints, samples and plots.
+"""Safe file output: atomic writes, the lock of a run directory, and the cleanup of dead temporaries.
 
-A file is written under a fresh temporary name in the target's directory (``tempfile.mkstemp``:
-created with ``O_CREAT | O_EXCL``, so a planted file or symlink is never followed or reused),
-flushed to disk (``fsync``), then renamed onto the target (``os.replace``, atomic on POSIX). On
-any failure the temporary file is removed and the target is untouched.
+A file is written under a fresh temporary name in the target's directory,
+``.<name>.tmp-<pid>-<random><ext>`` (``tempfile.mkstemp``: created with ``O_CREAT | O_EXCL``, so a
+planted file or symlink is never followed or reused), flushed to disk (``fsync``), then renamed
+onto the target (``os.replace``, atomic on POSIX). On any failure the temporary file is removed
+and the target is untouched; a process killed mid-write leaves a temporary that names its dead
+pid, which :func:`remove_stale_temporaries` recognises and removes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
+import re
 import tempfile
 from typing import Iterator
 
-__all__ = ["atomic_write", "atomic_output"]
+__all__ = ["atomic_write", "atomic_output", "is_temporary", "remove_stale_temporaries", "RunLocked", "locked",
+           "LOCK_FILE"]
+
+_TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)-[^/]*$")
+
+#: the lock file of a run directory (:func:`locked`)
+LOCK_FILE = ".lock"
 
 
 @contextlib.contextmanager
@@ -22,7 +33,7 @@ def atomic_output(path: str) -> Iterator[str]:
     is fsynced and moved onto ``path``, on failure removed."""
     directory = os.path.dirname(os.path.abspath(path))
     base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.tmp-", suffix=ext, dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.tmp-{os.getpid()}-", suffix=ext, dir=directory)
     os.close(fd)
     try:
         yield tmp
@@ -39,3 +50,54 @@ def atomic_write(path: str, data: bytes) -> None:
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(data)
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` (a file name) is one of :func:`atomic_output`'s temporaries."""
+    return _TEMPORARY.match(name) is not None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+    """Remove the temporaries in ``directory`` whose writing process is dead; returns their names."""
+    removed = []
+    for name in os.listdir(directory):
+        match = _TEMPORARY.match(name)
+        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+            os.remove(os.path.join(directory, name))
+            removed.append(name)
+    return removed
+
+
+class RunLocked(RuntimeError):
+    """Another process holds the run directory's lock."""
+
+
+@contextlib.contextmanager
+def locked(directory: str) -> Iterator[None]:
+    """Hold an exclusive ``fcntl.flock`` on ``directory/.lock`` (created) for the block; a second
+    process gets :class:`RunLocked` naming the holder's pid, at once (no waiting)."""
+    path = os.path.join(directory, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunLocked(f"{directory}: another jaxflow process (pid {holder}) is using this run directory") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

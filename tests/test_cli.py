@@ -26,11 +26,12 @@ def _run(capsys, *argv):
 
 
 def _snapshot(*paths):
-    """Hash of every file under ``paths``: to show that nothing existing was changed."""
+    """Hash of every file under ``paths`` (but run directories' lock files, which hold the pid of
+    the last process that took them): to show that nothing existing was changed."""
     digest = hashlib.sha256()
     for root in paths:
         for directory, _, files in sorted(os.walk(root)):
-            for name in sorted(files):
+            for name in sorted(set(files) - {".lock"}):
                 digest.update(name.encode() + open(os.path.join(directory, name), "rb").read())
     return digest.hexdigest()
 
@@ -164,11 +165,13 @@ def _bad_inputs(root, csv, run_dir):
         (["eval", foreign, csv], "not a jaxflow checkpoint"),
         (["eval", other, csv], "not a jaxflow run"),
         (["eval", root / "nowhere", csv], "no such run directory"),
-        (["sample", corrupt, "-n", "5", "--out", root / "keep.npy"], "truncated or altered checkpoint"),
+        (["sample", corrupt, "-n", "5", "--out", root / "keep.npy", "--force"], "truncated or altered checkpoint"),
         (["sample", run_dir, "-n", "5", "--out", root / "s.txt"], "unknown output format '.txt'"),
-        (["sample", run_dir, "-n", "0", "--out", root / "keep.npy"], "-n must be >= 1"),
-        (["plot", foreign, "--out", root / "keep.png"], "not a jaxflow checkpoint"),
-        (["plot", run_dir, "--data", root / "three.csv", "--out", root / "keep.png"], "data have 3 columns"),
+        (["sample", run_dir, "-n", "0", "--out", root / "keep.npy", "--force"], "-n must be >= 1"),
+        (["plot", foreign, "--out", root / "keep.png", "--force"], "not a jaxflow checkpoint"),
+        (["plot", run_dir, "--data", root / "three.csv", "--out", root / "keep.png", "--force"], "data have 3 columns"),
+        (["sample", run_dir, "-n", "3", "--out", csv], "exists; pass --force to overwrite it"),
+        (["plot", run_dir, "--out", root / "keep.png"], "exists; pass --force to overwrite it"),
         (["fit", csv, "--context-columns", "5", *fit], "context columns [5] must be distinct, in 0..1"),
         (["fit", csv, "--context-columns", "1", *fit], "a flow needs D >= 2 columns"),
         (["sample", run_dir, "-n", "5", "--out", root / "keep2.npy", "--context", "1"],
