@@ -96,7 +96,7 @@ COMPOSED_EDGE_CASES = [  # always run: every layer kind in one flow, conditional
     jaxflow.Flow((5,), jaxflow.Chain(
         jaxflow.Affine((0.1, -0.2, 0.3, 0.0, 1.0), 2.0), jaxflow.ActNorm(),
         jaxflow.Repeat(jaxflow.Chain(jaxflow.AffineCoupling("alternate", _MLP, "tanh"), jaxflow.LULinear(),
-                                     jaxflow.Permute("random", 3)), 2),
+                                     jaxflow.Permute("random", 1)), 2),  # not an involution
         jaxflow.AffineCoupling("half", _MLP), jaxflow.AffineCoupling((True, False, False, True, False), _MLP, "sigmoid"),
         jaxflow.Permute()), context_dim=2, context_affine=jaxflow.Affine((1.0, 2.0), (3.0, 4.0))),
     jaxflow.Flow((2,), jaxflow.Repeat(jaxflow.Chain(jaxflow.ActNorm(), jaxflow.AffineCoupling("half", jaxflow.MLP(4, 0)),

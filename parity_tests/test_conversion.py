@@ -9,6 +9,7 @@ import torch
 
 import jaxflow
 import torchref
+from parity_tests.compositions import COMPOSED_EDGE_CASES, make_composed_pair, perturb
 from parity_tests.devices import DEVICES, on
 from parity_tests.pairs import to_numpy, to_torch
 from parity_tests.tolerances import TOLERANCES, rel_err
@@ -20,7 +21,7 @@ SPECS = [
 ]
 
 
-def random_params(flow: jaxflow.RealNVP, dtype, seed: int = 0) -> dict:
+def random_params(flow: jaxflow.FlowSpec, dtype, seed: int = 0):
     """Gaussian values in every leaf of ``flow``'s parameter pytree (shapes from jaxflow.init)."""
     rng = np.random.default_rng(seed)
     shapes = jax.eval_shape(lambda: jaxflow.init(flow, jax.random.key(0)))
@@ -145,3 +146,129 @@ def test_build_flow_validates_like_realnvp():
         with pytest.raises(ValueError) as jax_error:
             jaxflow.RealNVP(**args)
         assert str(torch_error.value) == str(jax_error.value)
+
+
+# --- compositions of every layer kind -----------------------------------------------------------
+
+_MLP = jaxflow.MLP(8, 1)
+COMPOSED_SPECS = [
+    *COMPOSED_EDGE_CASES,
+    jaxflow.Flow((4,), jaxflow.AffineCoupling("half", _MLP)),  # a single layer as the root, not a RealNVP
+    jaxflow.Flow((3,), jaxflow.LULinear(), context_dim=2),  # conditional, yet nothing reads the context
+    jaxflow.Flow((6,), jaxflow.Chain(
+        jaxflow.Repeat(jaxflow.AffineCoupling("alternate", _MLP, identity_init=True), 3, unroll=2),
+        jaxflow.Affine(0.1, (0.3, 0.7, 1.1, 1.3, 1.7, 1.9)),  # not exact in float32
+        jaxflow.Repeat(jaxflow.Permute("random", 7), 2)), context_dim=1, context_affine=jaxflow.Affine(0.1, 0.3)),
+    jaxflow.RealNVP(4, 2, hidden_dim=8, num_hidden=1, context_dim=3),  # the preset, conditional
+]
+_IDS = ["every-kind", "repeat-of-chain", "single-layer", "context-unread", "identity-unroll-affine", "realnvp-context"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("flow", COMPOSED_SPECS, ids=_IDS)
+def test_composed_jax_torch_jax_round_trip_is_exact(flow, dtype):
+    params = random_params(flow, dtype)
+    model = torchref.from_jax(flow, params)
+    assert all(p.dtype == getattr(torch, np.dtype(dtype).name) for p in model.parameters())
+    back_flow, back = torchref.to_jax(model)
+    assert back_flow == flow and hash(back_flow) == hash(flow)
+    assert_identical(back, params)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("flow", COMPOSED_SPECS, ids=_IDS)
+def test_composed_torch_jax_torch_round_trip_is_exact(flow, dtype):
+    torch.manual_seed(0)
+    model = torchref.from_spec(flow, dtype=dtype)
+    perturb(model, seed=1)
+    back = torchref.from_jax(*torchref.to_jax(model))
+    assert model.state_dict().keys() == back.state_dict().keys()
+    for key, value in model.state_dict().items():
+        assert back.state_dict()[key].dtype == dtype and torch.equal(back.state_dict()[key], value), key
+
+
+def test_state_dict_round_trips_every_layer_kind():
+    """ActNorm and LULinear hold their state as parameters, Affine as buffers: all in the state_dict."""
+    flow = COMPOSED_EDGE_CASES[0]
+    torch.manual_seed(0)
+    model = torchref.from_spec(flow, dtype=torch.float64)
+    perturb(model, seed=1)
+    keys = model.state_dict().keys()
+    assert {"flows.1.shift", "flows.1.log_scale", "flows.2.0.1.lower", "flows.2.0.1.upper", "flows.2.0.1.log_diag",
+            "flows.0.shift", "flows.0.scale", "context_affine.scale"} <= keys
+    fresh = torchref.from_spec(flow, dtype=torch.float64)
+    fresh.load_state_dict(model.state_dict())
+    x, c = torch.randn(16, 5, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
+    assert torch.equal(fresh.log_prob(x, c), model.log_prob(x, c))
+    assert_identical(torchref.to_jax(fresh)[1], torchref.to_jax(model)[1])
+
+
+def _lu_lower_and_upper_transposed(model):
+    for layer in model.modules():
+        if isinstance(layer, torchref.LULinear):
+            lower, upper = layer.lower.clone(), layer.upper.clone()
+            layer.lower.copy_(upper.T)
+            layer.upper.copy_(lower.T)
+
+
+def _permutation_inverted(model):
+    for layer in model.modules():
+        if isinstance(layer, torchref.Permutation):
+            layer.perm, layer.inverse_perm = layer.inverse_perm, layer.perm
+
+
+def _context_concatenated_first(model):
+    """The conditioner's input columns read as ``concat(c, x_C)`` instead of ``concat(x_C, c)``."""
+    for layer in model.modules():
+        if isinstance(layer, torchref.AffineCouplingLayer):
+            weight, n = layer.theta.input.weight, model.context_dim
+            layer.theta.input.weight.copy_(torch.cat([weight[:, -n:], weight[:, :-n]], dim=1))
+
+
+def _actnorm_log_scale_negated(model):  # Glow's exp(+log_scale) convention for jaxflow's exp(-log_scale)
+    for layer in model.modules():
+        if isinstance(layer, torchref.ActNorm):
+            layer.log_scale.neg_()
+
+
+def _affine_scale_inverted(model):  # z = x * scale + shift read for z = (x - shift) / scale
+    for layer in model.modules():
+        if isinstance(layer, torchref.Affine):
+            layer.scale.reciprocal_()
+
+
+def _repeat_copies_reversed(model):  # the stacking axis of a Repeat read backwards
+    for layer in model.modules():
+        if isinstance(layer, torchref.Repeat):
+            copies = list(layer)
+            for i, copy in enumerate(reversed(copies)):
+                layer[i] = copy
+
+
+@pytest.mark.parametrize("corrupt", [_lu_lower_and_upper_transposed, _permutation_inverted, _context_concatenated_first,
+                                     _actnorm_log_scale_negated, _affine_scale_inverted, _repeat_copies_reversed])
+def test_a_wrong_conversion_of_a_composition_is_caught(corrupt):
+    """Each plausible conversion bug of a new layer kind breaks parity by far more than the float32 tolerance."""
+    flow = COMPOSED_EDGE_CASES[0]
+    params, model = make_composed_pair(flow, 0, np.float64)
+    rng = np.random.default_rng(1)
+    x, c = rng.standard_normal((32, 5)), rng.standard_normal((32, 2))
+    expected = jaxflow.log_prob(flow, params, x, context=c)
+    assert rel_err(to_numpy(model.log_prob(to_torch(x), to_torch(c))), expected) <= TOLERANCES["float64"]["log_prob"]
+    with torch.no_grad():
+        corrupt(model)
+    assert rel_err(to_numpy(model.log_prob(to_torch(x), to_torch(c))), expected) > 100 * TOLERANCES["float32"]["log_prob"]
+
+
+def test_converting_a_non_flow_is_a_one_line_type_error():
+    with pytest.raises(TypeError, match=r"^from_jax: expected a jaxflow flow spec .*got int$"):
+        torchref.from_jax(42, {})
+    with pytest.raises(TypeError, match=r"^to_jax: expected a torchref.NormalizingFlow, got Linear$"):
+        torchref.to_jax(torch.nn.Linear(2, 2))
+
+
+def test_to_jax_rejects_a_repeat_of_different_layers():
+    model = torchref.from_spec(jaxflow.Flow((3,), jaxflow.Repeat(jaxflow.ActNorm(), 2)))
+    model.flows[1] = torchref.LULinear(3)
+    with pytest.raises(ValueError, match="copies of a Repeat must be identical"):
+        torchref.to_jax(model)
