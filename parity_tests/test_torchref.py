@@ -15,6 +15,7 @@ import torch
 from torch.autograd.functional import jacobian
 
 import torchref
+from parity_tests.compositions import perturb
 from parity_tests.tolerances import assert_close
 
 CASES = [(2, "exp"), (3, "tanh"), (7, "sigmoid"), (8, "exp")]
@@ -49,3 +50,39 @@ def test_log_prob_is_the_change_of_variables(model):
     dim = x.shape[-1]
     expected = -0.5 * z.square().sum(-1) - 0.5 * dim * math.log(2 * math.pi) + log_det
     assert_close(model.log_prob(x).detach(), expected.detach(), "log_prob_formula", np.float64)
+
+
+def _composed(dim: int, context_dim: int) -> torchref.NormalizingFlow:
+    """Every torchref layer kind, built from torchref alone, ActNorm and LULinear off the identity."""
+    def coupling(split, scale):
+        out_dim = split.d
+        theta = torchref.Conditioner(dim - out_dim + context_dim, out_dim, 1, 16, num_params=2)
+        return torchref.AffineCouplingLayer(theta, split, scale=scale, clamp=3.0)
+
+    block = lambda: torchref.Chain([
+        torchref.ActNorm(dim), coupling(torchref.MaskSplit(dim, "alternate"), "tanh"), torchref.LULinear(dim),
+        torchref.Permutation(dim, "random", seed=dim)])
+    flows = torchref.Chain([
+        torchref.Affine(0.5, 1.5), torchref.Repeat([block(), block()]),
+        coupling(torchref.Split(dim), "exp"), coupling(torchref.MaskSplit(dim, [j % 3 == 1 for j in range(dim)]), "sigmoid"),
+        torchref.Permutation(dim)])
+    context_affine = torchref.Affine([0.1] * context_dim, [2.0] * context_dim) if context_dim else None
+    model = torchref.NormalizingFlow(torchref.StandardNormal(dim), flows, context_affine, context_dim).double()
+    perturb(model, seed=dim)
+    return model
+
+
+@pytest.mark.parametrize(("dim", "context_dim"), [(2, 0), (5, 2), (6, 1)])
+def test_composed_log_dets_are_log_abs_det_of_the_jacobian(dim, context_dim):
+    torch.manual_seed(dim)
+    model = _composed(dim, context_dim)
+    for x in torch.randn(3, dim, dtype=torch.float64):
+        c = torch.randn(context_dim, dtype=torch.float64) if context_dim else None
+        z, log_det = model.f(x, c)
+        jac_f = jacobian(lambda v: model.f(v, c)[0], x)
+        jac_g = jacobian(lambda v: model.g(v, c), z)
+        assert_close(log_det.detach(), torch.linalg.slogdet(jac_f)[1], "log_det_vs_jacobian", np.float64)
+        assert_close(-log_det.detach(), torch.linalg.slogdet(jac_g)[1], "log_det_vs_jacobian", np.float64)
+        assert_close(model.g(z, c).detach(), x, "inverse", np.float64)
+        expected = -0.5 * z.square().sum() - 0.5 * dim * math.log(2 * math.pi) + log_det
+        assert_close(model.log_prob(x, c).detach(), expected.detach(), "log_prob_formula", np.float64)
