@@ -29,14 +29,14 @@ from parity_tests.tolerances import assert_close
 
 NUM_SAMPLES = 3
 
-# each example compiles its own program (a new spec), so fewer than the RealNVP test's examples
-EXAMPLES = max(4, settings.default.max_examples * 2 // 3)
+# each example compiles its own program (a new spec, ~2-4 s), so half the RealNVP test's examples
+EXAMPLES = max(4, settings.default.max_examples // 2)
 
 
 def _with_edge_cases(test):
-    for flow in COMPOSED_EDGE_CASES:
-        for dtype in (np.float64, np.float32):
-            test = example(flow=flow, dtype=dtype, shared_context=False, seed=0)(test)
+    for flow, dtype in [(COMPOSED_EDGE_CASES[0], np.float64), (COMPOSED_EDGE_CASES[0], np.float32),
+                        (COMPOSED_EDGE_CASES[1], np.float64)]:
+        test = example(flow=flow, dtype=dtype, shared_context=False, seed=0)(test)
     return test
 
 
@@ -56,11 +56,18 @@ def test_composed_values_steps_sample_and_gradients(device, flow, dtype, shared_
         if flow.context_dim:
             batch = () if shared_context else (8,)
             context = rng.standard_normal(batch + (flow.context_dim,)).astype(dtype)
+        with torch.no_grad():  # discard ill-conditioned examples before compiling anything
+            assume(_well_conditioned([*model.f(to_torch(x, device), _maybe(context, device)),
+                                      *model.g_steps(to_torch(z, device), _maybe(context, device))]))
         key = jax.random.key(seed)
         results = _jax_results(flow, params, x, z, context, key)
         expected = _torch_results(model, x, z, context, results.pop("latent_draws"), device)
         for quantity, value in results.items():
             jax.tree_util.tree_map(lambda a, b: assert_close(a, to_numpy(b), quantity, dtype), value, expected[quantity])
+
+
+def _maybe(context, device):
+    return None if context is None else to_torch(context, device)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -92,12 +99,11 @@ def _jax_results(flow, params, x, z, context, key) -> dict:
 
 
 def _torch_results(model: torchref.NormalizingFlow, x, z, context, latent_draws, device) -> dict:
-    """The torchref counterparts of :func:`_jax_results` (discarding ill-conditioned examples)."""
+    """The torchref counterparts of :func:`_jax_results`."""
     tx = to_torch(x, device, requires_grad=True)
     tc = None if context is None else to_torch(context, device, requires_grad=True)
     latent, log_det = model.f(tx, tc)
     steps = model.g_steps(to_torch(z, device), tc)
-    assume(_well_conditioned([latent, log_det, *steps]))
     log_prob = model.log_prob(tx, tc)
     model.zero_grad()
     (-log_prob.mean()).backward()
