@@ -35,6 +35,8 @@ import hashlib
 import json
 import math
 import os
+import re
+import stat
 from typing import Any, NamedTuple
 
 import jax
@@ -55,6 +57,9 @@ FORMAT = "jaxflow-checkpoint"
 VERSION = 2
 READS = (1, 2)
 METADATA = "checkpoint.json"
+#: the largest ``checkpoint.json`` read (a spec with standardisation of a few thousand columns is ~100 kB)
+MAX_METADATA_BYTES = 16 * 2**20
+_PAYLOAD_NAME = re.compile(r"^state-\d{9,10}-[0-9a-f]{12}\.msgpack$")
 
 
 class CheckpointError(ValueError):
@@ -98,6 +103,7 @@ def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, r
         "best_val_nll": state.best_val_nll if math.isfinite(state.best_val_nll) else None,  # strict JSON
         "payload": {"file": name, "sha256": digest, "bytes": len(payload)},
     }
+    meta["metadata_sha256"] = _metadata_digest(meta)
     atomic_write(os.path.join(run_dir, METADATA), json.dumps(meta, indent=2).encode())
     for stale in glob.glob(os.path.join(run_dir, "state-*.msgpack")):
         if os.path.basename(stale) != name:
@@ -105,18 +111,42 @@ def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, r
     return os.path.join(run_dir, name)
 
 
+def _metadata_digest(meta: dict) -> str:
+    """SHA-256 of the canonical JSON of everything but the digest itself: spec, settings, run, manifest."""
+    body = {key: value for key, value in meta.items() if key != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _read_regular(path: str, max_bytes: int, what: str) -> bytes:
+    """The bytes of ``path``, a regular file (not a symlink, FIFO or device) of at most ``max_bytes``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as err:
+        reason = "a symbolic link" if err.errno == 40 else err.strerror
+        raise CheckpointError(f"{path}: cannot read {what} ({reason})") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise CheckpointError(f"{path}: {what} is not a regular file")
+        if info.st_size > max_bytes:
+            raise CheckpointError(f"{path}: {what} is {info.st_size} bytes, more than the {max_bytes} expected")
+        return handle.read(max_bytes + 1)
+
+
 def read_metadata(run_dir: str) -> dict:
     """The validated ``checkpoint.json`` of ``run_dir``."""
     path = os.path.join(run_dir, METADATA)
     if not os.path.isdir(run_dir):
         raise CheckpointError(f"{run_dir}: no such run directory")
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise CheckpointError(f"{run_dir}: not a jaxflow run (no {METADATA})")
+    raw = _read_regular(path, MAX_METADATA_BYTES, "checkpoint metadata")
     try:
-        with open(path, "rb") as handle:
-            meta = json.loads(handle.read())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({err})") from None
+        meta = json.loads(raw)
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata (nested too deeply)") from None
+    except (UnicodeDecodeError, ValueError) as err:  # JSONDecodeError, and ints past Python's digit limit
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({str(err).splitlines()[0]})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a jaxflow checkpoint (format is not {FORMAT!r})")
     if type(meta.get("version")) is not int or meta["version"] not in READS:
@@ -127,6 +157,12 @@ def read_metadata(run_dir: str) -> dict:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata, missing {sorted(missing)}")
     if not all(isinstance(meta[key], dict) for key in ("spec", "train", "run", "payload")):
         raise CheckpointError(f"{path}: corrupt checkpoint metadata (spec, train, run and payload must be objects)")
+    if type(meta["step"]) is not int or not 0 <= meta["step"] <= 2**31 - 1:
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata (step {meta['step']!r} is not in [0, 2^31 - 1])")
+    if meta["dtype"] not in ("float32", "float64"):
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata (dtype {meta['dtype']!r})")
+    if meta["version"] >= 2 and meta.get("metadata_sha256") != _metadata_digest(meta):
+        raise CheckpointError(f"{path}: checkpoint metadata fails its SHA-256 check (edited or corrupt)")
     return meta
 
 
@@ -151,15 +187,13 @@ def _config(meta: dict, path: str) -> TrainConfig:
 
 def _read_payload(run_dir: str, meta: dict) -> bytes:
     info = meta["payload"]
-    name = str(info.get("file", ""))
-    if not name or os.path.basename(name) != name:
+    name, size = info.get("file"), info.get("bytes")
+    if not isinstance(name, str) or not _PAYLOAD_NAME.match(name):
         raise CheckpointError(f"{run_dir}: corrupt checkpoint metadata (bad payload name {name!r})")
+    if type(size) is not int or not 0 <= size <= 2**40:
+        raise CheckpointError(f"{run_dir}: corrupt checkpoint metadata (bad payload size {size!r})")
     path = os.path.join(run_dir, name)
-    try:
-        with open(path, "rb") as handle:
-            payload = handle.read()
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot read checkpoint payload ({err.strerror})") from None
+    payload = _read_regular(path, size, "checkpoint payload")
     if len(payload) != info.get("bytes"):
         raise CheckpointError(f"{path}: truncated or altered checkpoint ({len(payload)} bytes, "
                               f"expected {info.get('bytes')})")

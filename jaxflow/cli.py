@@ -35,7 +35,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from jaxflow import checkpoint
+from jaxflow import __version__, checkpoint
 from jaxflow.core.flow import sample
 from jaxflow.core.layer import Chain, Repeat
 from jaxflow.core.serialize import model_json, spec_to_json
@@ -68,6 +68,10 @@ class _Interrupted(Exception):
 #: Defaults of ``fit`` and the settings of ``demo`` (tuned on moons, noise 0.05, for about a minute of CPU).
 DEFAULTS = {"steps": 5000, "batch_size": 256, "num_flows": 10, "hidden_dim": 64, "num_hidden": 2, "lr": 3e-3,
             "scale": "tanh", "mask": "half", "permute": "none", "seed": 0, "eval_every": 250, "patience": 20}
+
+
+#: the most samples one ``sample`` call draws (int32 shapes)
+MAX_SAMPLES = 2**31 - 1
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -109,33 +113,39 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxflow", description="Fit, evaluate, sample and plot normalizing flows (RealNVP and compositions; conditional densities p(x | c)).")
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="jaxflow", formatter_class=formatter, description="Fit, evaluate, sample and plot normalizing flows (RealNVP and compositions; conditional densities p(x | c)).")
+    parser.add_argument("--version", action="version", version=f"jaxflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("fit", help="train a flow on DATA (resumes an interrupted run in RUN_DIR)")
+    p = sub.add_parser("fit", formatter_class=formatter, help="train a flow on DATA (resumes an interrupted run in RUN_DIR)")
     p.add_argument("data", metavar="DATA", help=f"built-in ({', '.join(BUILTIN)}) or .npy/.npz/.csv file")
     p.add_argument("--out", required=True, metavar="RUN_DIR")
     p.add_argument("--context-columns", type=_columns, metavar="J,K",
                    help="0-based columns of DATA that are the context c of a conditional density p(x | c)")
     _add_model_options(p)
-    p = sub.add_parser("eval", help="NLL of DATA under the model in RUN_DIR (a built-in's test split)")
+    p = sub.add_parser("eval", formatter_class=formatter, help="NLL of DATA under the model in RUN_DIR (a built-in's test split, a file's held-out rows)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("data", metavar="DATA")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p = sub.add_parser("sample", help="draw samples from the model in RUN_DIR")
+    p.add_argument("--split", choices=("train", "val", "test", "all"),
+                   help="rows to score; default: a built-in's test split, a file's held-out validation rows "
+                        "(the 10%% that fit did not train on)")
+    p.add_argument("--context-columns", type=_columns, metavar="J,K", help="as for fit")
+    p.add_argument("--json", action="store_true", help="print one JSON object (NLL null if not finite)")
+    p = sub.add_parser("sample", formatter_class=formatter, help="draw samples from the model in RUN_DIR")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("-n", type=int, required=True, dest="num_samples")
     p.add_argument("--out", required=True, metavar="FILE", help=".npy or .csv")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--context", type=_floats, metavar="C1,C2", help="the context of a conditional model")
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
-    p = sub.add_parser("plot", help="PNG of data, samples and learned density (2-D models)")
+    p = sub.add_parser("plot", formatter_class=formatter, help="PNG of data, samples and learned density (2-D models)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--data", metavar="DATA")
     p.add_argument("--context", type=_floats, action="append", metavar="C1,C2",
                    help="a context of a conditional model; repeat for one density panel each")
     p.add_argument("--out", required=True, metavar="FILE.png")
     p.add_argument("--force", action="store_true", help="overwrite FILE.png if it exists")
-    p = sub.add_parser("demo", help="the main job: fit moons, compare with the true entropy, plot")
+    p = sub.add_parser("demo", formatter_class=formatter, help="the main job: fit moons, compare with the true entropy, plot")
     p.add_argument("--out", default=os.path.join("runs", "demo"), metavar="DIR", help="default runs/demo")
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"], help=f"default {DEFAULTS['steps']}")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -274,12 +284,21 @@ def _evaluate(ckpt: checkpoint.Checkpoint, x: np.ndarray, context: Optional[np.n
     return {"nll_nats": nll, "bits_per_dim": nll / (x.shape[1] * math.log(2)), "num_examples": len(x)}
 
 
-def _eval_data(source: str) -> tuple[np.ndarray, Optional[np.ndarray], Optional[float]]:
-    """A built-in's test split (its context and entropy), or all rows of a file (and their context)."""
-    if source in BUILTIN:
-        splits = load_dataset(source)
-        return splits.test, splits.test_context, splits.entropy
-    return (*load_arrays(source), None)
+def _eval_data(source: str, split: Optional[str] = None, context_columns: Optional[Sequence[int]] = None):
+    """``(x, context, entropy, split)``: the rows of ``source`` to score (see ``eval --split``)."""
+    if split == "all" and source not in BUILTIN:
+        return (*load_arrays(source, context_columns), None, "all")
+    splits = load_dataset(source, context_columns=context_columns)
+    split = split or ("test" if source in BUILTIN else "val")
+    if split == "all":
+        parts = [(getattr(splits, name), splits.context(name)) for name in ("train", "val", "test")]
+        x = np.concatenate([part for part, _ in parts])
+        context = None if splits.train_context is None else np.concatenate([c for _, c in parts])
+    else:
+        x, context = getattr(splits, split), splits.context(split)
+    if len(x) == 0:
+        raise CLIError(f"{source}: has no {split} rows (a file is split 90/10 into train/val; use --split val or all)")
+    return x, context, splits.entropy, split
 
 
 def _cmd_fit(args) -> None:
@@ -311,15 +330,19 @@ def _model_and_config(dim: int, context_dim: int, options: dict) -> tuple[FlowSp
 
 def _cmd_eval(args) -> None:
     ckpt = checkpoint.load(args.run_dir)
-    x, context, entropy = _eval_data(args.data)
-    result = {"dataset": args.data, **_evaluate(ckpt, x, context, args.data), "step": ckpt.state.step}
+    x, context, entropy, split = _eval_data(args.data, args.split, args.context_columns)
+    result = {"dataset": args.data, "split": split, **_evaluate(ckpt, x, context, args.data), "step": ckpt.state.step}
     if entropy is not None:
         result["entropy_nats"] = entropy
+    finite = math.isfinite(result["nll_nats"])
     if args.json:
-        print(json.dumps(result))
+        result["status"] = "ok" if finite else "non-finite"
+        if not finite:  # strict JSON has no NaN or Infinity
+            result["nll_nats"] = result["bits_per_dim"] = None
+        print(json.dumps(result, allow_nan=False))
         return
     line = (f"{args.data}: NLL {result['nll_nats']:.4f} nats ({result['bits_per_dim']:.4f} bits/dim) "
-            f"on {result['num_examples']} examples")
+            f"on {result['num_examples']} {split} examples")
     print(line + (f"; true entropy {entropy:.4f} nats" if entropy is not None else ""))
 
 
@@ -335,8 +358,8 @@ def _context_of(ckpt: checkpoint.Checkpoint, context: Optional[tuple[float, ...]
 
 def _cmd_sample(args) -> None:
     _check_output(args.out, (".npy", ".csv"), args.force)
-    if args.num_samples < 1:
-        raise CLIError(f"-n must be >= 1, got {args.num_samples}")
+    if not 1 <= args.num_samples <= MAX_SAMPLES:
+        raise CLIError(f"-n must be in [1, {MAX_SAMPLES}], got {args.num_samples}")
     ckpt = checkpoint.load(args.run_dir)
     context = _context_of(ckpt, args.context)
     x = np.asarray(sample(ckpt.flow, ckpt.state.best_params, jax.random.key(args.seed), args.num_samples,
@@ -365,7 +388,7 @@ def _cmd_plot(args) -> None:
     ckpt = checkpoint.load(args.run_dir)
     data = None
     if args.data is not None:
-        data, context, _ = _eval_data(args.data)
+        data, context, _, _ = _eval_data(args.data, None if args.data in BUILTIN else "all")  # a file: every row
         _check_data(ckpt, data, context, args.data)
     _plot(ckpt, data, args.out, contexts=args.context)
     print(f"wrote {args.out}")
@@ -376,7 +399,7 @@ def _cmd_demo(args) -> None:
     print(f"jaxflow demo: RealNVP with {options['num_flows']} coupling layers ({options['scale']} scale), "
           f"{options['steps']} Adam steps on moons (noise 0.05), run directory {args.out}")
     start = time.perf_counter()
-    ckpt, splits = _fit("moons", args.out, options, True, args.quiet)
+    ckpt, splits = _fit("moons", args.out, options, True, args.quiet)  # without early stopping: patience 0
     result = _evaluate(ckpt, splits.test, None, "moons")
     print(f"test NLL {result['nll_nats']:.4f} nats on {result['num_examples']} fresh samples; "
           f"true entropy {splits.entropy:.4f} nats; gap {result['nll_nats'] - splits.entropy:+.4f} nats")
@@ -386,6 +409,13 @@ def _cmd_demo(args) -> None:
 
 
 _COMMANDS = {"fit": _cmd_fit, "eval": _cmd_eval, "sample": _cmd_sample, "plot": _cmd_plot, "demo": _cmd_demo}
+
+
+def _request(args) -> str:
+    """The sizes a command asked for, to name in an out-of-memory message."""
+    sizes = {name: getattr(args, name) for name in ("num_samples", "batch_size", "hidden_dim", "num_flows")
+             if getattr(args, name, None) is not None}
+    return ", ".join(f"{name.replace('num_samples', 'n')} {value}" for name, value in sizes.items())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -401,6 +431,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     except _Interrupted as stop:
         return 128 + stop.signum
+    except Exception as err:  # MemoryError, or XLA's runtime error for a failed allocation
+        if not isinstance(err, MemoryError) and "RESOURCE_EXHAUSTED" not in str(err) and "Out of memory" not in str(err):
+            raise
+        print(f"jaxflow: error: out of memory for this request ({_request(args)}); ask for less", file=sys.stderr)
+        return 1
     return 0
 
 

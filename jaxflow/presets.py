@@ -71,9 +71,9 @@ class RealNVP(FlowSpec):
 
     def __post_init__(self):
         require_int("RealNVP", "dim", self.dim, 2)
-        require_int("RealNVP", "num_flows", self.num_flows, 1)
-        require_int("RealNVP", "hidden_dim", self.hidden_dim, 1)
-        require_int("RealNVP", "num_hidden", self.num_hidden, 0)
+        require_int("RealNVP", "num_flows", self.num_flows, 1, 2**16)
+        require_int("RealNVP", "hidden_dim", self.hidden_dim, 1, 2**16)
+        require_int("RealNVP", "num_hidden", self.num_hidden, 0, 1024)
         if self.scale not in SCALES:
             raise ValueError(f"RealNVP: scale must be one of {SCALES}, got {self.scale!r}")
         if isinstance(self.scan_unroll, bool):

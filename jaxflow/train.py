@@ -121,6 +121,18 @@ def mean_nll(flow: FlowSpec, params, x, context=None, chunk: int = 8192) -> floa
     return total / len(x)
 
 
+INT32_MAX = 2**31 - 1
+#: the largest batch a step may draw (its indices are int32, and 16M rows is far past any use)
+MAX_BATCH = 2**24
+
+
+def _require_int_in(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"TrainConfig: {name} must be an int, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"TrainConfig: {name} must be in [{low}, {high}], got {value}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings; with the flow and the data they determine a run completely.
@@ -148,15 +160,15 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig: lr must be > 0, got {self.lr}")
+        for name, low, high in (("steps", 1, INT32_MAX), ("batch_size", 1, MAX_BATCH), ("eval_every", 1, INT32_MAX),
+                                ("patience", 0, INT32_MAX), ("seed", 0, 2**32 - 1)):
+            _require_int_in(name, getattr(self, name), low, high)
+        for name in ("lr", "final_lr_fraction", "max_grad_norm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"TrainConfig: {name} must be a finite number > 0, got {value!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"TrainConfig: lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
-        if self.patience < 0:
-            raise ValueError(f"TrainConfig: patience must be >= 0, got {self.patience}")
 
 
 def optimizer(config: TrainConfig) -> optax.GradientTransformation:

@@ -78,7 +78,7 @@ def test_version_1_checkpoints_load_as_the_equivalent_flow(tmp_path):
     payload = serialization.msgpack_serialize(jax.device_get({
         "state": serialization.to_state_dict(state),
         "standardization": {"mean": np.float32(mean), "scale": np.float32(scale)}}))
-    name = "state-000000030-abc.msgpack"
+    name = f"state-000000030-{hashlib.sha256(payload).hexdigest()[:12]}.msgpack"
     (tmp_path / name).write_bytes(payload)
     meta = {"format": "jaxflow-checkpoint", "version": 1, "spec": dataclasses.asdict(MODEL), "dtype": "float32",
             "train": dataclasses.asdict(CONFIG), "run": {}, "step": 30, "best_val_nll": state.best_val_nll,
@@ -144,11 +144,15 @@ def _flip_byte(run_dir):
     payload.write_bytes(bytes(raw))
 
 
-def _edit_meta(**changes):
+def _edit_meta(resign=True, **changes):
+    """Edit checkpoint.json; with ``resign`` also recompute its SHA-256 (as an attacker who read the
+    code could), so that the field validation behind the hash is what gets tested."""
     def edit(run_dir):
         meta = _meta(run_dir)
         for key, value in changes.items():
             meta[key] = value(meta) if callable(value) else value
+        if resign:
+            meta["metadata_sha256"] = checkpoint._metadata_digest(meta)
         (run_dir / checkpoint.METADATA).write_text(json.dumps(meta))
     return edit
 
@@ -178,6 +182,8 @@ DAMAGE = [
     (_edit_meta(spec=lambda m: _edit_repeat(m["spec"], type="Affine")), "invalid spec in checkpoint: Affine: unknown field"),
     (_edit_meta(train=lambda m: {**m["train"], "momentum": 0.9}), "invalid training config"),
     (_edit_meta(payload=lambda m: {**m["payload"], "file": "../elsewhere.msgpack"}), "bad payload name"),
+    (_edit_meta(resign=False, spec=lambda m: _edit_coupling(m["spec"], negative_slope=0.2)),
+     "metadata fails its SHA-256 check"),
 ]
 
 

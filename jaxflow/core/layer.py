@@ -44,12 +44,19 @@ LAYERS: dict[str, type] = {}
 """Every layer kind by class name (filled by :class:`Layer` subclassing)."""
 
 
-def require_int(owner: str, name: str, value, minimum: int) -> None:
-    """``TypeError`` unless ``value`` is an int (not a bool), ``ValueError`` if below ``minimum``."""
+#: the largest size a spec accepts for widths, depths and dimensions: far past any use, and small
+#: enough that shapes and int32 indices stay valid (a bigger request fails here, in one line)
+MAX_SIZE = 2**20
+
+
+def require_int(owner: str, name: str, value, minimum: int, maximum: int = MAX_SIZE) -> None:
+    """``TypeError`` unless ``value`` is an int (not a bool), ``ValueError`` outside ``[minimum, maximum]``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{owner}: {name} must be an int, got {value!r} ({type(value).__name__})")
     if value < minimum:
         raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise ValueError(f"{owner}: {name} must be <= {maximum}, got {value}")
 
 
 def batch_shape(x: jax.Array, event_shape: Shape) -> Shape:
@@ -185,7 +192,7 @@ class Repeat(Layer):
     def __post_init__(self):
         if not isinstance(self.layer, Layer):
             raise TypeError(f"Repeat: layer must be a jaxflow layer, got {type(self.layer).__name__}")
-        require_int("Repeat", "n", self.n, 1)
+        require_int("Repeat", "n", self.n, 1, 2**16)
         if isinstance(self.unroll, bool):
             # normalised to an int: 1 == True in Python, so a bool would collide in jit's cache
             object.__setattr__(self, "unroll", self.n if self.unroll else 1)

@@ -88,8 +88,8 @@ class MLP:
     compute_dtype: Optional[str] = None
 
     def __post_init__(self):
-        require_int("MLP", "hidden_dim", self.hidden_dim, 1)
-        require_int("MLP", "num_hidden", self.num_hidden, 0)
+        require_int("MLP", "hidden_dim", self.hidden_dim, 1, 2**16)
+        require_int("MLP", "num_hidden", self.num_hidden, 0, 1024)
         if isinstance(self.negative_slope, bool) or not isinstance(self.negative_slope, (int, float)) \
                 or not np.isfinite(self.negative_slope):
             raise ValueError(f"MLP: negative_slope must be a finite number, got {self.negative_slope!r}")
