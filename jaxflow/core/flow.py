@@ -52,6 +52,12 @@ def _inverse(flow: FlowSpec, params, z: jax.Array, context, keep_steps: bool = F
 
 def _inputs(flow, params, value, context, name):
     dtype = check_params(flow, params)
+    if not jax.tree_util.tree_leaves(params):
+        # no parameters to take the dtype from (e.g. Chain(Affine(...), Permute())): compute in the
+        # data's floating dtype rather than cast float64 data down to params_dtype's float32
+        value_dtype = getattr(value, "dtype", None)
+        if value_dtype is not None and jnp.issubdtype(value_dtype, jnp.floating):
+            dtype = jax.dtypes.canonicalize_dtype(value_dtype)
     return as_inputs(flow, value, context, name, dtype)
 
 
