@@ -78,8 +78,9 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        LAYERS[cls.__name__] = cls
-        register(cls)
+        if not cls.__name__.startswith("_"):  # private bases are not layer kinds
+            LAYERS[cls.__name__] = cls
+            register(cls)
 
     def check(self, event_shape: Shape, context_dim: int) -> None:
         """Raise ``ValueError`` if this layer cannot act on events of ``event_shape``."""
@@ -108,8 +109,21 @@ class Layer:
         return cls(**fields)
 
 
+class _Composite(Layer):
+    """A layer made of layers: ``_inverse(..., keep_steps)`` returns ``(x, log-det, steps)`` and
+    ``_stack`` stacks the steps in the order ``g`` applies them."""
+
+    def inverse(self, params, z, context, event_shape):
+        x, total, _ = self._inverse(params, z, context, event_shape, keep_steps=False)
+        return x, total
+
+    def inverse_steps(self, params, z, context, event_shape):
+        x, total, steps = self._inverse(params, z, context, event_shape, keep_steps=True)
+        return x, total, self._stack(steps)
+
+
 @dataclasses.dataclass(frozen=True, init=False)
-class Chain(Layer):
+class Chain(_Composite):
     """``Chain(l_1, ..., l_n)``: apply ``l_1`` first in ``f``; params are the list of the layers' params."""
 
     layers: tuple[Layer, ...]
@@ -155,15 +169,10 @@ class Chain(Layer):
             total = total + ld
         return x, total
 
-    def inverse(self, params, z, context, event_shape):
-        x, total, _ = self._inverse(params, z, context, event_shape, keep_steps=False)
-        return x, total
-
-    def inverse_steps(self, params, z, context, event_shape):
-        x, total, steps = self._inverse(params, z, context, event_shape, keep_steps=True)
+    def _stack(self, steps):
         if len({step.shape for step in steps}) != 1:
             raise ValueError("g_steps: the layers of this Chain change the event shape, so their steps cannot be stacked")
-        return x, total, jnp.stack(steps)
+        return jnp.stack(steps)
 
     def _inverse(self, params, z, context, event_shape, keep_steps):
         shapes = self._shapes(event_shape)
@@ -176,7 +185,7 @@ class Chain(Layer):
 
 
 @dataclasses.dataclass(frozen=True)
-class Repeat(Layer):
+class Repeat(_Composite):
     """``n`` copies of ``layer``, each with its own parameters, run as one ``jax.lax.scan``.
 
     The copies' params are ``layer``'s params with every leaf stacked on a leading axis of size
@@ -226,13 +235,8 @@ class Repeat(Layer):
                                      unroll=self.unroll)
         return z, total
 
-    def inverse(self, params, z, context, event_shape):
-        x, total, _ = self._inverse(params, z, context, event_shape, keep_steps=False)
-        return x, total
-
-    def inverse_steps(self, params, z, context, event_shape):
-        x, total, steps = self._inverse(params, z, context, event_shape, keep_steps=True)
-        return x, total, steps[::-1]
+    def _stack(self, steps):
+        return steps[::-1]  # the reversed scan stacked them by layer index; g applies the last layer first
 
     def _inverse(self, params, z, context, event_shape, keep_steps):
         def step(carry, layer_params):
