@@ -15,21 +15,45 @@
 Layout: :mod:`jaxflow.core` (the layer protocol, ``Chain``/``Repeat``, flow specs, ``f``/``g``/
 ``log_prob``, init, validation), :mod:`jaxflow.layers` (coupling, masks, scale maps,
 permutations, ActNorm, affine, LU), :mod:`jaxflow.nets` (conditioners), :mod:`jaxflow.presets`
-(``RealNVP``), :mod:`jaxflow.interop` (distrax); the application (``train``, ``data``,
-``checkpoint``, ``cli``, ``plotting``) builds on them.
+(``RealNVP``), :mod:`jaxflow.interop` (distrax, imported on first use of ``as_distribution``,
+``as_bijector`` or ``FlowBijector``); the application (``train``, ``data``, ``checkpoint``,
+``cli``, ``plotting``) builds on them.
 """
+
+from typing import TYPE_CHECKING
 
 from jaxflow.core.flow import f, g, g_and_log_det, g_steps, log_det, log_prob, sample, sample_and_log_prob
 from jaxflow.core.init import init
 from jaxflow.core.latent import standard_normal
 from jaxflow.core.layer import Chain, Layer, Repeat
 from jaxflow.core.spec import Flow, FlowSpec
-from jaxflow.interop.distrax_adapter import FlowBijector, as_bijector, as_distribution
 from jaxflow.layers import MASKS, SCALES, ActNorm, Affine, AffineCoupling, LULinear, Permute
 from jaxflow.nets import MLP
 from jaxflow.presets import RealNVP
 
 __version__ = "0.2.0"
+
+# distrax (and TensorFlow Probability under it) cost seconds to import and are needed only for
+# distrax objects: these names load jaxflow.interop.distrax_adapter on first use
+_DISTRAX_NAMES = ("FlowBijector", "as_bijector", "as_distribution")
+
+
+def __getattr__(name):
+    if name in _DISTRAX_NAMES:
+        from jaxflow.interop import distrax_adapter
+
+        value = getattr(distrax_adapter, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jaxflow' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_DISTRAX_NAMES))
+
+
+if TYPE_CHECKING:  # pragma: no cover  (static analysers see the lazy names)
+    from jaxflow.interop.distrax_adapter import FlowBijector, as_bijector, as_distribution  # noqa: F401
 
 __all__ = [
     "RealNVP",

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import functools
 import numbers
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
-import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,9 +31,12 @@ from jaxflow.core.latent import check_latent, resolve_latent
 from jaxflow.core.spec import FlowSpec
 from jaxflow.core.validation import as_context, as_inputs, embed_context
 
+if TYPE_CHECKING:  # pragma: no cover
+    import distrax  # imported only where a distrax object is made or passed (jaxflow.core.latent)
+
 __all__ = ["f", "g", "g_and_log_det", "g_steps", "log_det", "log_prob", "sample", "sample_and_log_prob"]
 
-Latent = Optional[distrax.Distribution]
+Latent = Optional["distrax.Distribution"]
 
 
 @functools.partial(jax.jit, static_argnames="flow")
