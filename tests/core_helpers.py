@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jaxflow
 
@@ -28,3 +30,24 @@ def jacobian_log_det(fn, x: jax.Array) -> jax.Array:
     sign, logabsdet = jnp.linalg.slogdet(jacobians)
     assert bool(jnp.all(sign != 0)), "Jacobian is singular"
     return logabsdet
+
+
+def event_jacobian_log_det(fn, x: jax.Array, event_shape, *row_args) -> jax.Array:
+    """``log|det d fn / dx|`` per event of ``x (N, *event_shape)``, the Jacobian taken over the
+    flattened event (so events of any rank work); ``row_args`` (each ``(N, ...)``, e.g. a context)
+    are passed to ``fn`` row by row and not differentiated."""
+    size = math.prod(event_shape)
+    flat = lambda v, *args: fn(v.reshape(event_shape), *args).reshape(size)
+    jacobians = jax.vmap(jax.jacfwd(flat))(x.reshape(-1, size), *row_args)
+    sign, logabsdet = jnp.linalg.slogdet(jacobians)
+    assert bool(jnp.all(sign != 0)), "Jacobian is singular"
+    return logabsdet
+
+
+def perturb(params, seed: int, scale: float = 0.3):
+    """``params`` plus ``scale * N(0, 1)`` noise on every leaf: moves identity-initialised layers
+    (ActNorm, LULinear) off the identity, so tests on them can fail. The noise is numpy's, so
+    nothing compiles (an eager ``jax.random`` draw compiles a program per leaf shape)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda leaf: jnp.asarray(np.asarray(leaf) + scale * rng.standard_normal(leaf.shape),
+                                                 leaf.dtype), params)
