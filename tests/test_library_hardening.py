@@ -328,3 +328,16 @@ def test_compute_dtype_must_be_a_float_name(dtype):
     assert "compute_dtype" in one_line(excinfo)
     for ok in (None, "float32", "bfloat16"):
         jaxflow.RealNVP(dim=2, num_flows=2, compute_dtype=ok)
+
+
+def test_as_distribution_draws_independently_for_each_context_of_a_batch():
+    """A batch of B equal contexts: each column of sample(n) is its own draw (one latent draw
+    reused across the batch made all B columns equal)."""
+    flow = jaxflow.RealNVP(dim=2, num_flows=2, hidden_dim=8, context_dim=1)
+    params = jaxflow.init(flow, jax.random.key(0), jnp.float64)
+    context = jnp.ones((3, 1), jnp.float64)
+    dist = jaxflow.as_distribution(flow, params, context=context)
+    x = dist.sample(seed=jax.random.key(1), sample_shape=5)
+    assert x.shape == (5, 3, 2)
+    assert not np.allclose(np.asarray(x[:, 0]), np.asarray(x[:, 1]))
+    np.testing.assert_allclose(dist.log_prob(x), jaxflow.log_prob(flow, params, x, context=context), rtol=1e-12)

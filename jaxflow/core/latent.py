@@ -32,15 +32,17 @@ def _shape(event_shape: Union[int, Sequence[int]]) -> tuple[int, ...]:
     return (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
 
 
-def standard_normal(event_shape: Union[int, Sequence[int]], dtype=jnp.float32) -> "distrax.Distribution":
+def standard_normal(event_shape: Union[int, Sequence[int]], dtype=jnp.float32,
+                    batch_shape: Sequence[int] = ()) -> "distrax.Distribution":
     """:math:`\\mathcal{N}(0, I)` over events of ``event_shape`` (an int ``D`` means ``(D,)``), a distrax distribution
-    (imports distrax)."""
+    (imports distrax); ``batch_shape`` gives a batch of independent ones."""
     import distrax
 
     shape = _shape(event_shape)
+    full = tuple(batch_shape) + shape
     if len(shape) == 1:
-        return distrax.MultivariateNormalDiag(jnp.zeros(shape, dtype), jnp.ones(shape, dtype))
-    return distrax.Independent(distrax.Normal(jnp.zeros(shape, dtype), jnp.ones(shape, dtype)), len(shape))
+        return distrax.MultivariateNormalDiag(jnp.zeros(full, dtype), jnp.ones(full, dtype))
+    return distrax.Independent(distrax.Normal(jnp.zeros(full, dtype), jnp.ones(full, dtype)), len(shape))
 
 
 class StandardNormal:

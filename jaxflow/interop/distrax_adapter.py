@@ -157,9 +157,14 @@ def as_bijector(flow: FlowSpec, params, context=None) -> FlowBijector:
 def as_distribution(flow: FlowSpec, params, latent: Optional[distrax.Distribution] = None,
                     context=None) -> FlowDistribution:
     """The flow's density ``p_X(. | context)`` as a ``distrax.Transformed(latent, as_bijector(...))``
-    (a :class:`FlowDistribution`; default latent ``N(0, I)`` in the parameters' dtype)."""
+    (a :class:`FlowDistribution`; default latent ``N(0, I)`` in the parameters' dtype).
+
+    With a batch of contexts ``(B, C)`` the default latent has batch shape ``(B,)``, so
+    ``sample(n)`` draws ``(n, B, D)`` independently for every context, as :func:`jaxflow.sample`
+    does; a latent you pass is used as it is (give it that batch shape for independent draws)."""
     check_latent(flow, latent)
     bijector = as_bijector(flow, params, context)
     if latent is None:
-        latent = standard_normal(flow.event_shape, check_params(flow, params))
+        batch = () if bijector.context is None else bijector.context.shape[:-1]
+        latent = standard_normal(flow.event_shape, check_params(flow, params), batch)
     return FlowDistribution(latent, bijector)
