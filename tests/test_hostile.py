@@ -214,3 +214,35 @@ def test_a_crash_during_the_first_save_leaves_a_usable_directory(root, tmp_path)
 def test_count_of_cases():
     """The README quotes this count."""
     assert len(CASES) == 31
+
+
+def test_a_full_disk_is_named_and_keeps_the_last_good_checkpoint(root, tmp_path, monkeypatch, capsys):
+    import errno
+
+    real_save = checkpoint.save
+    calls = []
+
+    def fill_up(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:  # the first validation's checkpoint is written, the second finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save", fill_up)
+    run = tmp_path / "full"
+    status = main(["fit", str(root / "moons.csv"), "--out", str(run), "--steps", "4", "--eval-every", "2", *TINY])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1 and "no space left on the device while writing a checkpoint" in err
+    assert checkpoint.load(str(run)).state.step == 2
+
+
+def test_too_little_free_space_is_refused_before_training(root, tmp_path, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 100, 100))
+    status = main(["fit", str(root / "moons.csv"), "--out", str(tmp_path / "tight"), "--steps", "4", *TINY])
+    err = capsys.readouterr().err
+    assert status == 1 and re.search(r"100 bytes free on its device, a checkpoint needs about \d+", err), err
+    assert not checkpoint.exists(str(tmp_path / "tight"))
