@@ -8,7 +8,6 @@ so the best NLL any model can reach is the moons' entropy, 0.2901 nats, at every
 
 import time
 
-import jax
 import numpy as np
 
 import jaxflow as jf

@@ -13,13 +13,11 @@ import os
 import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxflow
 from jaxflow import checkpoint, data, train
-from jaxflow.checkpoint import CheckpointError
 from jaxflow.cli import main
 
 TINY = ["--num-flows", "2", "--hidden-dim", "8", "--num-hidden", "1", "--batch-size", "32", "--quiet"]
@@ -90,7 +88,6 @@ def _locked_run(root, name):
     """Setup: another process holds the run directory's lock (simulated with a child process)."""
     import subprocess
     import sys
-    import time
 
     run = _copy_run(root, name)
     holder = subprocess.Popen([sys.executable, "-c", f"import time; from jaxflow.io import locked\n"

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, ClassVar, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -72,9 +72,6 @@ def zero_log_det(x: jax.Array, event_shape: Shape) -> jax.Array:
 
 class Layer:
     """Base class of layer specs; see the module docstring for the protocol."""
-
-    #: ``True`` for layers that read the context (couplings); the others ignore it.
-    uses_context: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -70,8 +70,6 @@ class AffineCoupling(Layer):
     clamp: float = 5.0
     identity_init: bool = False
 
-    uses_context = True
-
     def __post_init__(self):
         if not isinstance(self.mask, str):
             if not all(isinstance(m, (bool, np.bool_)) for m in self.mask):

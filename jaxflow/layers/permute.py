@@ -12,7 +12,7 @@ import functools
 
 import numpy as np
 
-from jaxflow.core.layer import Layer, batch_shape, require_int, zero_log_det
+from jaxflow.core.layer import Layer, require_int, zero_log_det
 
 __all__ = ["Permute", "PERMUTATIONS"]
 
