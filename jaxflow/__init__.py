@@ -20,40 +20,49 @@ permutations, ActNorm, affine, LU), :mod:`jaxflow.nets` (conditioners), :mod:`ja
 ``cli``, ``plotting``) builds on them.
 """
 
+import importlib
 from typing import TYPE_CHECKING
-
-from jaxflow.core.flow import f, g, g_and_log_det, g_steps, log_det, log_prob, sample, sample_and_log_prob
-from jaxflow.core.init import init
-from jaxflow.core.latent import standard_normal
-from jaxflow.core.layer import Chain, Layer, Repeat
-from jaxflow.core.spec import Flow, FlowSpec
-from jaxflow.layers import MASKS, SCALES, ActNorm, Affine, AffineCoupling, LULinear, Permute
-from jaxflow.nets import MLP
-from jaxflow.presets import RealNVP
 
 __version__ = "0.2.0"
 
-# distrax (and TensorFlow Probability under it) cost seconds to import and are needed only for
-# distrax objects: these names load jaxflow.interop.distrax_adapter on first use
-_DISTRAX_NAMES = ("FlowBijector", "as_bijector", "as_distribution")
+# Every public name loads its module on first use (PEP 562): ``import jaxflow`` and the
+# ``jaxflow --help`` command import neither jax (1.2-2 s here) nor distrax/TFP (seconds more).
+_HOMES = {
+    **dict.fromkeys(("f", "g", "g_and_log_det", "g_steps", "log_det", "log_prob", "sample", "sample_and_log_prob"),
+                    "jaxflow.core.flow"),
+    "init": "jaxflow.core.init",
+    "standard_normal": "jaxflow.core.latent",
+    **dict.fromkeys(("Chain", "Layer", "Repeat"), "jaxflow.core.layer"),
+    **dict.fromkeys(("Flow", "FlowSpec"), "jaxflow.core.spec"),
+    **dict.fromkeys(("MASKS", "SCALES", "ActNorm", "Affine", "AffineCoupling", "LULinear", "Permute"), "jaxflow.layers"),
+    "MLP": "jaxflow.nets",
+    "RealNVP": "jaxflow.presets",
+    **dict.fromkeys(("FlowBijector", "as_bijector", "as_distribution"), "jaxflow.interop.distrax_adapter"),
+}
 
 
 def __getattr__(name):
-    if name in _DISTRAX_NAMES:
-        from jaxflow.interop import distrax_adapter
-
-        value = getattr(distrax_adapter, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'jaxflow' has no attribute {name!r}")
+    if name not in _HOMES:
+        raise AttributeError(f"module 'jaxflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_DISTRAX_NAMES))
+    return sorted(set(globals()) | set(_HOMES))
 
 
 if TYPE_CHECKING:  # pragma: no cover  (static analysers see the lazy names)
+    from jaxflow.core.flow import f, g, g_and_log_det, g_steps, log_det, log_prob, sample, sample_and_log_prob  # noqa: F401
+    from jaxflow.core.init import init  # noqa: F401
+    from jaxflow.core.latent import standard_normal  # noqa: F401
+    from jaxflow.core.layer import Chain, Layer, Repeat  # noqa: F401
+    from jaxflow.core.spec import Flow, FlowSpec  # noqa: F401
     from jaxflow.interop.distrax_adapter import FlowBijector, as_bijector, as_distribution  # noqa: F401
+    from jaxflow.layers import MASKS, SCALES, ActNorm, Affine, AffineCoupling, LULinear, Permute  # noqa: F401
+    from jaxflow.nets import MLP  # noqa: F401
+    from jaxflow.presets import RealNVP  # noqa: F401
 
 __all__ = [
     "RealNVP",

@@ -21,48 +21,20 @@ exits with ``128 + signal``; rerunning the same command resumes it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import errno
-import hashlib
-import json
 import math
 import os
-import shutil
 import sys
-import time
 from typing import Optional, Sequence
 
-import jax
-import numpy as np
-
-from jaxflow import __version__, checkpoint
-from jaxflow.core.flow import sample
-from jaxflow.core.layer import Chain, Repeat
-from jaxflow.core.serialize import model_json, spec_to_json
-from jaxflow.core.spec import Flow, FlowSpec
-from jaxflow.data import BUILTIN, DataError, Splits, load_arrays, load_dataset
-from jaxflow.io import LOCK_FILE, RunLocked, atomic_output, is_temporary, locked, remove_stale_temporaries
-from jaxflow.layers.coupling import AffineCoupling
-from jaxflow.layers.masks import MASKS
-from jaxflow.layers.permute import PERMUTATIONS, Permute
-from jaxflow.layers.scales import SCALES
-from jaxflow.nets.mlp import MLP
-from jaxflow.presets import RealNVP
-from jaxflow.train import TrainConfig, TrainingDiverged, fit, mean_nll, standardize
+from jaxflow import __version__
+from jaxflow.data import BUILTIN
+from jaxflow.layers.names import MASKS, PERMUTATIONS, SCALES
 
 __all__ = ["main", "CLIError", "DEFAULTS"]
 
 
 class CLIError(Exception):
     """A bad command line or input; its message is printed as one line."""
-
-
-class _Interrupted(Exception):
-    """``fit`` stopped by a signal after saving; the exit status is ``128 + signal``."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
 
 
 #: Defaults of ``fit`` and the settings of ``demo`` (tuned on moons, noise 0.05, for about a minute of CPU).
@@ -152,291 +124,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_output(path: str, extensions: Sequence[str], force: bool) -> None:
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in extensions:
-        raise CLIError(f"{path}: unknown output format {ext or '(no extension)'!r}; use {' or '.join(extensions)}")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise CLIError(f"{path}: directory {parent} does not exist")
-    if os.path.lexists(path) and not force:
-        raise CLIError(f"{path}: exists; pass --force to overwrite it")
-    if os.path.lexists(path) and not os.path.isfile(path):
-        raise CLIError(f"{path}: exists and is not a regular file")
-
-
-def _fingerprint(splits: Splits) -> str:
-    """SHA-256 of the training and validation arrays (and contexts): a resumed run must see the same data."""
-    digest = hashlib.sha256()
-    for part in (splits.train, splits.val, splits.train_context, splits.val_context):
-        if part is not None:
-            digest.update(np.ascontiguousarray(part).tobytes())
-    return digest.hexdigest()
-
-
-def _differences(old: dict, new: dict) -> list[str]:
-    """``"key: old -> new"`` for every key whose value differs."""
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-
-
-def _refuse_foreign(run_dir: str) -> None:
-    """Refuse a directory that holds files but no jaxflow run (jaxflow's lock and temporaries aside)."""
-    if checkpoint.exists(run_dir):
-        return
-    if any(name != LOCK_FILE and not is_temporary(name) for name in os.listdir(run_dir)):
-        raise CLIError(f"{run_dir}: directory is not empty and holds no jaxflow run; choose another --out")
-
-
-def _prepare_run_dir(run_dir: str, flow: FlowSpec, config: TrainConfig, run: dict) -> Optional[checkpoint.Checkpoint]:
-    """The checkpoint to resume from, ``None`` for a fresh run; refuses a foreign or different run.
-    The caller holds the directory's lock, so leftover temporaries and the lock file do not count."""
-    if not checkpoint.exists(run_dir):
-        _refuse_foreign(run_dir)
-        return None
-    previous = checkpoint.load(run_dir)
-    old_model, new_model = model_json(spec_to_json(previous.flow)), model_json(spec_to_json(flow))
-    changed = ((["model"] if old_model != new_model else []) + _differences(dataclasses.asdict(previous.config),
-               dataclasses.asdict(config)) + _differences(previous.run, run))
-    if changed:
-        raise CLIError(f"{run_dir}: holds a run of a different configuration ({'; '.join(changed)}); "
-                       "choose another --out")
-    return previous
-
-
-def _fit(data: str, run_dir: str, options: dict, standardize_data: bool, quiet: bool,
-         context_columns: Optional[Sequence[int]] = None):
-    """Fit (``options``: :data:`DEFAULTS`' keys) or resume; returns ``(checkpoint, splits)`` of the finished run."""
-    splits = load_dataset(data, context_columns=context_columns)
-    context_dim = 0 if splits.train_context is None else splits.train_context.shape[1]
-    model, config = _model_and_config(splits.train.shape[1], context_dim, options)
-    try:
-        flow = standardize(model, splits.train, splits.train_context, enabled=standardize_data)
-    except ValueError as err:
-        raise CLIError(f"{data}: {err}") from None
-    run = {"data": splits.name, "data_sha256": _fingerprint(splits), "standardize": standardize_data}
-    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise CLIError(f"{run_dir}: exists and is not a directory")
-    if os.path.isdir(run_dir):
-        _refuse_foreign(run_dir)  # before the lock file is created in it
-    os.makedirs(run_dir, exist_ok=True)
-    try:
-        with locked(run_dir):
-            remove_stale_temporaries(run_dir)
-            return _fit_locked(splits, flow, config, run, run_dir, quiet)
-    except RunLocked as err:
-        raise CLIError(str(err)) from None
-
-
-def _checkpoint_bytes(flow: FlowSpec) -> int:
-    """About the size of one checkpoint payload: params, best params and Adam's two moments, float32."""
-    from jaxflow.core.init import param_shapes
-
-    return 4 * 4 * sum(math.prod(shape) for shape in param_shapes(flow).values()) + 4096
-
-
-def _fit_locked(splits: Splits, flow: FlowSpec, config: TrainConfig, run: dict, run_dir: str, quiet: bool):
-    previous = _prepare_run_dir(run_dir, flow, config, run)
-    needed = 2 * _checkpoint_bytes(flow)  # the new payload is written before the old one is removed
-    free = shutil.disk_usage(run_dir).free
-    if free < needed:
-        raise CLIError(f"{run_dir}: {free} bytes free on its device, a checkpoint needs about {needed}")
-    if previous is not None:
-        flow = previous.flow
-        print(f"resuming {run_dir} from step {previous.state.step} of {config.steps}", file=sys.stderr)
-    def save(state):
-        try:
-            checkpoint.save(run_dir, flow, config, state, run)
-        except OSError as err:
-            if err.errno == errno.ENOSPC:
-                raise CLIError(f"{run_dir}: no space left on the device while writing a checkpoint "
-                               f"(about {_checkpoint_bytes(flow)} bytes); the last good checkpoint is kept") from None
-            raise
-
-    start = time.perf_counter()
-    try:
-        result = fit(flow, splits.train, splits.val, config, context_train=splits.train_context,
-                     context_val=splits.val_context, state=previous and previous.state, checkpoint=save,
-                     progress=not quiet)
-    except TrainingDiverged as err:
-        raise CLIError(f"{err} (in {run_dir})") from None
-    state = result.state
-    if result.status == "interrupted":
-        print(f"jaxflow: interrupted at step {state.step}; checkpoint saved in {run_dir}; "
-              "run the same command to resume", file=sys.stderr)
-        raise _Interrupted(result.signal)
-    print(f"{result.status.replace('_', ' ')} at step {state.step} in {time.perf_counter() - start:.1f} s; "
-          f"best validation NLL {state.best_val_nll:.4f} nats; saved in {run_dir}")
-    return checkpoint.Checkpoint(flow, config, state, run), splits
-
-
-def _check_data(ckpt: checkpoint.Checkpoint, x: np.ndarray, context: Optional[np.ndarray], name: str) -> None:
-    if x.shape[1] != ckpt.flow.event_shape[0]:
-        raise CLIError(f"{name}: data have {x.shape[1]} columns, the model expects dim {ckpt.flow.event_shape[0]}")
-    got = 0 if context is None else context.shape[1]
-    if got != ckpt.flow.context_dim:
-        raise CLIError(f"{name}: data have a context of {got} columns, the model expects {ckpt.flow.context_dim}")
-
-
-def _evaluate(ckpt: checkpoint.Checkpoint, x: np.ndarray, context: Optional[np.ndarray], name: str) -> dict:
-    """``nll_nats``, ``bits_per_dim = nll / (D ln 2)`` and ``num_examples`` of ``x`` under the best parameters."""
-    _check_data(ckpt, x, context, name)
-    nll = mean_nll(ckpt.flow, ckpt.state.best_params, x, context)
-    return {"nll_nats": nll, "bits_per_dim": nll / (x.shape[1] * math.log(2)), "num_examples": len(x)}
-
-
-def _eval_data(source: str, split: Optional[str] = None, context_columns: Optional[Sequence[int]] = None):
-    """``(x, context, entropy, split)``: the rows of ``source`` to score (see ``eval --split``)."""
-    if split == "all" and source not in BUILTIN:
-        return (*load_arrays(source, context_columns), None, "all")
-    splits = load_dataset(source, context_columns=context_columns)
-    split = split or ("test" if source in BUILTIN else "val")
-    if split == "all":
-        parts = [(getattr(splits, name), splits.context(name)) for name in ("train", "val", "test")]
-        x = np.concatenate([part for part, _ in parts])
-        context = None if splits.train_context is None else np.concatenate([c for _, c in parts])
-    else:
-        x, context = getattr(splits, split), splits.context(split)
-    if len(x) == 0:
-        raise CLIError(f"{source}: has no {split} rows (a file is split 90/10 into train/val; use --split val or all)")
-    return x, context, splits.entropy, split
-
-
-def _cmd_fit(args) -> None:
-    _fit(args.data, args.out, {key: getattr(args, key) for key in DEFAULTS}, not args.no_standardize, args.quiet,
-         args.context_columns)
-
-
-def _model_and_config(dim: int, context_dim: int, options: dict) -> tuple[FlowSpec, TrainConfig]:
-    """The model (identity-initialised) and training config of the command-line ``options``:
-    the article's :class:`RealNVP` for ``--mask half --permute none``, else a ``Repeat`` of
-    ``Chain(AffineCoupling(mask), Permute)``."""
-    try:
-        conditioner = MLP(options["hidden_dim"], options["num_hidden"])
-        if options["mask"] == "half" and options["permute"] == "none":
-            model = RealNVP(dim=dim, num_flows=options["num_flows"], hidden_dim=options["hidden_dim"],
-                            num_hidden=options["num_hidden"], scale=options["scale"], identity_init=True,
-                            context_dim=context_dim)
-        else:
-            layer = AffineCoupling(options["mask"], conditioner, options["scale"], identity_init=True)
-            if options["permute"] != "none":
-                layer = Chain(layer, Permute(options["permute"]))
-            model = Flow((dim,), Repeat(layer, options["num_flows"]), context_dim)
-        config = TrainConfig(**{key: options[key] for key in
-                                ("steps", "batch_size", "lr", "eval_every", "patience", "seed")})
-    except (TypeError, ValueError) as err:
-        raise CLIError(str(err)) from None
-    return model, config
-
-
-def _cmd_eval(args) -> None:
-    ckpt = checkpoint.load(args.run_dir)
-    x, context, entropy, split = _eval_data(args.data, args.split, args.context_columns)
-    result = {"dataset": args.data, "split": split, **_evaluate(ckpt, x, context, args.data), "step": ckpt.state.step}
-    if entropy is not None:
-        result["entropy_nats"] = entropy
-    finite = math.isfinite(result["nll_nats"])
-    if args.json:
-        result["status"] = "ok" if finite else "non-finite"
-        if not finite:  # strict JSON has no NaN or Infinity
-            result["nll_nats"] = result["bits_per_dim"] = None
-        print(json.dumps(result, allow_nan=False))
-        return
-    line = (f"{args.data}: NLL {result['nll_nats']:.4f} nats ({result['bits_per_dim']:.4f} bits/dim) "
-            f"on {result['num_examples']} {split} examples")
-    print(line + (f"; true entropy {entropy:.4f} nats" if entropy is not None else ""))
-
-
-def _context_of(ckpt: checkpoint.Checkpoint, context: Optional[tuple[float, ...]]) -> Optional[np.ndarray]:
-    """The ``--context`` vector, checked against the model."""
-    got = 0 if context is None else len(context)
-    if got != ckpt.flow.context_dim:
-        if ckpt.flow.context_dim == 0:
-            raise CLIError(f"--context: this model is unconditional, got a context of {got} numbers")
-        raise CLIError(f"--context: this model is conditional and needs {ckpt.flow.context_dim} numbers, got {got}")
-    return None if context is None else np.asarray(context, np.float32)
-
-
-def _cmd_sample(args) -> None:
-    _check_output(args.out, (".npy", ".csv"), args.force)
-    if not 1 <= args.num_samples <= MAX_SAMPLES:
-        raise CLIError(f"-n must be in [1, {MAX_SAMPLES}], got {args.num_samples}")
-    ckpt = checkpoint.load(args.run_dir)
-    context = _context_of(ckpt, args.context)
-    x = np.asarray(sample(ckpt.flow, ckpt.state.best_params, jax.random.key(args.seed), args.num_samples,
-                          context=context))
-    with atomic_output(args.out) as tmp:
-        if tmp.endswith(".npy"):
-            np.save(tmp, x)
-        else:
-            np.savetxt(tmp, x, delimiter=",", header=",".join(f"x{j}" for j in range(x.shape[1])), comments="")
-    print(f"wrote {args.num_samples} samples to {args.out}")
-
-
-def _plot(ckpt: checkpoint.Checkpoint, data: Optional[np.ndarray], out: str, title: str = "",
-          contexts: Optional[Sequence[tuple[float, ...]]] = None) -> None:
-    from jaxflow.plotting import plot_2d
-
-    if ckpt.flow.event_shape != (2,):
-        raise CLIError(f"plot draws 2-D models only; this model has event shape {ckpt.flow.event_shape}")
-    contexts = [_context_of(ckpt, c) for c in (contexts or [None])]
-    with atomic_output(out) as tmp:
-        plot_2d(tmp, ckpt.flow, ckpt.state.best_params, data, title=title, contexts=contexts)
-
-
-def _cmd_plot(args) -> None:
-    _check_output(args.out, (".png",), args.force)
-    ckpt = checkpoint.load(args.run_dir)
-    data = None
-    if args.data is not None:
-        data, context, _, _ = _eval_data(args.data, None if args.data in BUILTIN else "all")  # a file: every row
-        _check_data(ckpt, data, context, args.data)
-    _plot(ckpt, data, args.out, contexts=args.context)
-    print(f"wrote {args.out}")
-
-
-def _cmd_demo(args) -> None:
-    options = {**DEFAULTS, "steps": args.steps, "patience": 0}
-    print(f"jaxflow demo: RealNVP with {options['num_flows']} coupling layers ({options['scale']} scale), "
-          f"{options['steps']} Adam steps on moons (noise 0.05), run directory {args.out}")
-    start = time.perf_counter()
-    ckpt, splits = _fit("moons", args.out, options, True, args.quiet)  # without early stopping: patience 0
-    result = _evaluate(ckpt, splits.test, None, "moons")
-    print(f"test NLL {result['nll_nats']:.4f} nats on {result['num_examples']} fresh samples; "
-          f"true entropy {splits.entropy:.4f} nats; gap {result['nll_nats'] - splits.entropy:+.4f} nats")
-    png = os.path.join(args.out, "demo.png")
-    _plot(ckpt, splits.test, png, title=f"moons: test NLL {result['nll_nats']:.3f} vs entropy {splits.entropy:.3f}")
-    print(f"wrote {png} (data, samples, learned density) in {time.perf_counter() - start:.0f} s total")
-
-
-_COMMANDS = {"fit": _cmd_fit, "eval": _cmd_eval, "sample": _cmd_sample, "plot": _cmd_plot, "demo": _cmd_demo}
-
-
-def _request(args) -> str:
-    """The sizes a command asked for, to name in an out-of-memory message."""
-    sizes = {name: getattr(args, name) for name in ("num_samples", "batch_size", "hidden_dim", "num_flows")
-             if getattr(args, name, None) is not None}
-    return ", ".join(f"{name.replace('num_samples', 'n')} {value}" for name, value in sizes.items())
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``jaxflow`` console script; returns the exit status."""
+    """Entry point of the ``jaxflow`` console script; returns the exit status.
+
+    The parser needs no jax, so ``--help`` and bad usage answer at once; the commands
+    (:mod:`jaxflow.commands`) are imported after parsing.
+    """
     args = _parser().parse_args(argv)
-    try:
-        _COMMANDS[args.command](args)
-    except (CLIError, DataError, checkpoint.CheckpointError) as err:
-        print(f"jaxflow: error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:
-        print(f"jaxflow: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
-        return 1
-    except _Interrupted as stop:
-        return 128 + stop.signum
-    except Exception as err:  # MemoryError, or XLA's runtime error for a failed allocation
-        if not isinstance(err, MemoryError) and "RESOURCE_EXHAUSTED" not in str(err) and "Out of memory" not in str(err):
-            raise
-        print(f"jaxflow: error: out of memory for this request ({_request(args)}); ask for less", file=sys.stderr)
-        return 1
-    return 0
+    from jaxflow import commands
+
+    return commands.run(args)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,29 @@
-"""Layer kinds: each a frozen spec implementing :class:`jaxflow.core.layer.Layer`."""
+"""Layer kinds: each a frozen spec implementing :class:`jaxflow.core.layer.Layer`.
 
-from jaxflow.layers.coupling import AffineCoupling
-from jaxflow.layers.elementwise import ActNorm, Affine
-from jaxflow.layers.lu import LULinear
-from jaxflow.layers.masks import MASKS
-from jaxflow.layers.permute import Permute
-from jaxflow.layers.scales import SCALES
+Names load their module on first use (PEP 562), so :mod:`jaxflow.layers.names` (the option
+names the command line offers) imports without jax.
+"""
 
-__all__ = ["AffineCoupling", "ActNorm", "Affine", "LULinear", "Permute", "MASKS", "SCALES"]
+import importlib
+
+_HOMES = {
+    "AffineCoupling": "jaxflow.layers.coupling",
+    "ActNorm": "jaxflow.layers.elementwise",
+    "Affine": "jaxflow.layers.elementwise",
+    "LULinear": "jaxflow.layers.lu",
+    "Permute": "jaxflow.layers.permute",
+    "MASKS": "jaxflow.layers.names",
+    "SCALES": "jaxflow.layers.names",
+    "PERMUTATIONS": "jaxflow.layers.names",
+}
+
+
+def __getattr__(name):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'jaxflow.layers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["AffineCoupling", "ActNorm", "Affine", "LULinear", "Permute", "MASKS", "SCALES", "PERMUTATIONS"]

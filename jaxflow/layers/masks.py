@@ -18,9 +18,9 @@ from typing import NamedTuple, Union
 
 import numpy as np
 
-__all__ = ["MASKS", "Mask", "resolve_mask", "check_mask"]
+from jaxflow.layers.names import MASKS
 
-MASKS = ("half", "alternate")
+__all__ = ["MASKS", "Mask", "resolve_mask", "check_mask"]
 
 Mask = Union[str, tuple[bool, ...]]
 

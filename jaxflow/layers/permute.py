@@ -13,10 +13,9 @@ import functools
 import numpy as np
 
 from jaxflow.core.layer import Layer, require_int, zero_log_det
+from jaxflow.layers.names import PERMUTATIONS
 
 __all__ = ["Permute", "PERMUTATIONS"]
-
-PERMUTATIONS = ("reverse", "random")
 
 
 @functools.lru_cache(maxsize=1024)

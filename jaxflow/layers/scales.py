@@ -28,9 +28,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-__all__ = ["SCALES", "ExpScale", "TanhScale", "SigmoidScale", "scale_map"]
+from jaxflow.layers.names import SCALES
 
-SCALES = ("exp", "tanh", "sigmoid")
+__all__ = ["SCALES", "ExpScale", "TanhScale", "SigmoidScale", "scale_map"]
 
 
 @dataclasses.dataclass(frozen=True)
