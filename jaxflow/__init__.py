@@ -20,8 +20,9 @@ permutations, ActNorm, affine, LU), :mod:`jaxflow.nets` (conditioners), :mod:`ja
 ``cli``, ``plotting``) builds on them.
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from jaxflow._lazy import lazy_names
 
 __version__ = "0.2.0"
 
@@ -41,16 +42,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name):
-    if name not in _HOMES:
-        raise AttributeError(f"module 'jaxflow' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__, __dir__ = lazy_names(globals(), _HOMES)
 
 
 if TYPE_CHECKING:  # pragma: no cover  (static analysers see the lazy names)

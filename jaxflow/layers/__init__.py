@@ -4,7 +4,7 @@ Names load their module on first use (PEP 562), so :mod:`jaxflow.layers.names` (
 names the command line offers) imports without jax.
 """
 
-import importlib
+from jaxflow._lazy import lazy_names
 
 _HOMES = {
     "AffineCoupling": "jaxflow.layers.coupling",
@@ -18,12 +18,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name):
-    if name not in _HOMES:
-        raise AttributeError(f"module 'jaxflow.layers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_names(globals(), _HOMES)
 
 
 __all__ = ["AffineCoupling", "ActNorm", "Affine", "LULinear", "Permute", "MASKS", "SCALES", "PERMUTATIONS"]
