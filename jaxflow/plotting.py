@@ -8,6 +8,7 @@ import jax
 import numpy as np
 
 from jaxflow.core.flow import log_prob, sample
+from jaxflow.core.init import params_dtype
 from jaxflow.core.spec import FlowSpec
 
 __all__ = ["plot_2d"]
@@ -27,7 +28,7 @@ def plot_2d(path: str, flow: FlowSpec, params, data: Optional[np.ndarray] = None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    dtype = jax.tree_util.tree_leaves(params)[0].dtype
+    dtype = params_dtype(params)
     samples = [np.asarray(sample(flow, params, jax.random.key(seed), num_samples, context=c)) for c in contexts]
     shown = np.concatenate(samples) if data is None else data
     low, high = np.quantile(shown, 0.001, axis=0), np.quantile(shown, 0.999, axis=0)

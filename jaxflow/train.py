@@ -35,7 +35,7 @@ import numpy as np
 import optax
 
 from jaxflow.core.flow import log_prob
-from jaxflow.core.init import init
+from jaxflow.core.init import init, params_dtype
 from jaxflow.core.layer import Chain
 from jaxflow.core.spec import Flow, FlowSpec
 from jaxflow.layers.elementwise import Affine
@@ -98,11 +98,6 @@ def _chunk_nll_sum(flow: FlowSpec, params, x: jax.Array, context, mask: jax.Arra
     return -jnp.sum(jnp.where(mask, log_prob(flow, params, x, context=context), 0))
 
 
-def _dtype(params) -> jnp.dtype:
-    leaves = jax.tree_util.tree_leaves(params)
-    return leaves[0].dtype if leaves else jnp.dtype(jnp.float32)
-
-
 def mean_nll(flow: FlowSpec, params, x, context=None, chunk: int = 8192) -> float:
     """``-(1/N) sum_n log p_X(x_n | c_n)`` in nats over ``x (N, D)``, in fixed-size jitted chunks."""
     x = np.asarray(x)
@@ -110,7 +105,7 @@ def mean_nll(flow: FlowSpec, params, x, context=None, chunk: int = 8192) -> floa
         raise ValueError("mean_nll: no examples (x is empty)")
     context = None if context is None else np.asarray(context)
     size = min(chunk, len(x))
-    dtype = _dtype(params)
+    dtype = params_dtype(params)
     pad = lambda rows: np.concatenate([rows, np.zeros((size - len(rows),) + rows.shape[1:], rows.dtype)])
     total = 0.0
     for start in range(0, len(x), size):
@@ -316,7 +311,7 @@ def fit(flow: FlowSpec, x_train, x_val, config: TrainConfig, *, context_train=No
         head = lambda a: None if a is None else np.asarray(a)[:INIT_ROWS]
         state = init_state(flow, config, dtype, head(x_train), head(context_train))
     train_step = make_train_step(flow, config) if train_step is None else train_step
-    dtype = _dtype(state.params)
+    dtype = params_dtype(state.params)
     x = jnp.asarray(x_train, dtype)
     c = None if context_train is None else jnp.asarray(context_train, dtype)
     validate = lambda state: _validate(flow, x_val, context_val, state)
