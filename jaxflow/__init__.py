@@ -35,7 +35,7 @@ _HOMES = {
     "standard_normal": "jaxflow.core.latent",
     **dict.fromkeys(("Chain", "Layer", "Repeat"), "jaxflow.core.layer"),
     **dict.fromkeys(("Flow", "FlowSpec"), "jaxflow.core.spec"),
-    **dict.fromkeys(("MASKS", "SCALES", "ActNorm", "Affine", "AffineCoupling", "LULinear", "Permute"), "jaxflow.layers"),
+    **dict.fromkeys(("MASKS", "SCALES", "ActNorm", "Affine", "AffineCoupling", "LULinear", "Logit", "Permute"), "jaxflow.layers"),
     "MLP": "jaxflow.nets",
     "RealNVP": "jaxflow.presets",
     **dict.fromkeys(("FlowBijector", "as_bijector", "as_distribution"), "jaxflow.interop.distrax_adapter"),
@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover  (static analysers see the lazy names)
     from jaxflow.core.layer import Chain, Layer, Repeat  # noqa: F401
     from jaxflow.core.spec import Flow, FlowSpec  # noqa: F401
     from jaxflow.interop.distrax_adapter import FlowBijector, as_bijector, as_distribution  # noqa: F401
-    from jaxflow.layers import MASKS, SCALES, ActNorm, Affine, AffineCoupling, LULinear, Permute  # noqa: F401
+    from jaxflow.layers import MASKS, SCALES, ActNorm, Affine, AffineCoupling, LULinear, Logit, Permute  # noqa: F401
     from jaxflow.nets import MLP  # noqa: F401
     from jaxflow.presets import RealNVP  # noqa: F401
 
@@ -68,6 +68,7 @@ __all__ = [
     "ActNorm",
     "Affine",
     "LULinear",
+    "Logit",
     "MLP",
     "MASKS",
     "SCALES",

@@ -123,3 +123,25 @@ def _torch_results(model: torchref.NormalizingFlow, x, z, context, latent_draws,
         results["grad_context"] = torch.zeros_like(tc) if tc.grad is None else tc.grad  # no coupling reads it
     return results
 
+
+
+_LOGIT_FLOWS = [  # Logit first, as on pixels: the data lie in [0, 1]
+    jaxflow.Flow((2,), jaxflow.Chain(jaxflow.Logit(0.05), COMPOSED_EDGE_CASES[1].layers)),
+    jaxflow.Flow((5,), jaxflow.Chain(jaxflow.Logit(0.0), jaxflow.ActNorm(),
+                                     jaxflow.AffineCoupling("alternate", jaxflow.MLP(8, 1), "tanh")), context_dim=2),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("flow", _LOGIT_FLOWS, ids=["logit-repeat", "logit-conditional"])
+def test_logit_first_on_unit_interval_data(flow, dtype):
+    params, model = make_composed_pair(flow, 3, dtype)
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.01, 0.99, (8, flow.event_size)).astype(dtype)
+    z = rng.standard_normal((8, flow.event_size)).astype(dtype)
+    context = rng.standard_normal((8, flow.context_dim)).astype(dtype) if flow.context_dim else None
+    key = jax.random.key(3)
+    results = _jax_results(flow, params, x, z, context, key)
+    expected = _torch_results(model, x, z, context, results.pop("latent_draws"), "cpu")
+    for quantity, value in results.items():
+        jax.tree_util.tree_map(lambda a, b: assert_close(a, to_numpy(b), quantity, dtype), value, expected[quantity])

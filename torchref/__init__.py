@@ -45,7 +45,7 @@ Additions, to build every model jaxflow builds: ``AffineCouplingLayer(theta, spl
 clamp=5.0, identity_init=False)`` with the scale maps of :data:`torchref.model.LOG_SCALES` (the
 article's is ``"exp"``) and :class:`MaskSplit` for in-place masks, ``Conditioner(...,
 negative_slope=0.01)``, a twin of every other jaxflow layer kind (:class:`Permutation`,
-:class:`LULinear`, :class:`ActNorm`, :class:`Affine`) and of its compositions (:class:`Chain`,
+:class:`LULinear`, :class:`ActNorm`, :class:`Affine`, :class:`Logit`) and of its compositions (:class:`Chain`,
 :class:`Repeat`), a context for conditional flows as the second argument of ``f``, ``g``,
 ``g_steps``, ``log_prob`` and ``sample`` (``model.log_prob(x, context)``, ``model.sample(n,
 context)``; broadcast against ``x``'s batch axes; ``NormalizingFlow(..., context_affine,
@@ -65,7 +65,7 @@ True
 
 from torchref.convert import build_flow, from_jax, from_spec, spec_of, to_jax, to_jax_params
 from torchref.model import (
-    LOG_SCALES, ActNorm, Affine, AffineCouplingLayer, Chain, Conditioner, LULinear, MaskSplit, NormalizingFlow,
+    LOG_SCALES, ActNorm, Affine, AffineCouplingLayer, Chain, Conditioner, Logit, LULinear, MaskSplit, NormalizingFlow,
     Permutation, Repeat, Split, StandardNormal,
 )
 
@@ -79,6 +79,7 @@ __all__ = [
     "LULinear",
     "ActNorm",
     "Affine",
+    "Logit",
     "Chain",
     "Repeat",
     "StandardNormal",

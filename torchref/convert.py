@@ -26,6 +26,7 @@ the spec's tree, so :func:`to_jax` recovers the same spec::
     ActNorm()                               ActNorm(D): shift, log_scale                   shift, log_scale
     LULinear()                              LULinear(D): lower, upper, log_diag            lower, upper, log_diag
     Affine(shift, scale)                    Affine(shift, scale) (buffers)                 {}
+    Logit(alpha)                            Logit(alpha)                                   {}
     Flow.context_affine                     NormalizingFlow.context_affine                 -
 
 Every coupling's conditioner is laid out as above (kernels transposed, ``dims`` rows
@@ -264,6 +265,8 @@ def _build(layer: jaxflow.Layer, dim: int, context_dim: int) -> nn.Module:
         return tr.LULinear(dim)
     if isinstance(layer, jaxflow.Affine):
         return tr.Affine(layer.shift, layer.scale)
+    if isinstance(layer, jaxflow.Logit):
+        return tr.Logit(layer.alpha)
     raise ValueError(f"from_jax: torchref has no twin of the jaxflow layer {type(layer).__name__}")
 
 
@@ -293,6 +296,8 @@ def _spec(module: nn.Module, dim: int, context_dim: int) -> jaxflow.Layer:
         return jaxflow.LULinear()
     if isinstance(module, tr.Affine):
         return jaxflow.Affine(**_affine_numbers(module))
+    if isinstance(module, tr.Logit):
+        return jaxflow.Logit(module.alpha)
     raise ValueError(f"to_jax: jaxflow has no layer for the torch module {type(module).__name__}")
 
 
@@ -341,7 +346,7 @@ def _params_of(module: nn.Module, grad: bool = False):
             for name, linear in _linears(module.theta)}}
     if type(module) in _PLAIN_PARAMS:
         return {name: jnp.asarray(get(getattr(module, name))) for name in _PLAIN_PARAMS[type(module)]}
-    return {}  # Permutation, Affine: no parameters
+    return {}  # Permutation, Affine, Logit: no parameters
 
 
 def _load(module: nn.Module, layer: jaxflow.Layer, params) -> None:

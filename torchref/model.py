@@ -31,6 +31,8 @@ import jaxflow: it is the independent reference.
 
 from __future__ import annotations
 
+import math
+
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -41,7 +43,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 __all__ = [
     "LOG_SCALES", "Split", "MaskSplit", "StandardNormal", "Conditioner", "AffineCouplingLayer",
-    "Permutation", "LULinear", "ActNorm", "Affine", "Chain", "Repeat", "NormalizingFlow",
+    "Permutation", "LULinear", "ActNorm", "Affine", "Logit", "Chain", "Repeat", "NormalizingFlow",
 ]
 
 LOG_SCALES: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
@@ -355,6 +357,28 @@ class Affine(nn.Module):
 
     def extra_repr(self) -> str:
         return f"shift={self.numbers['shift']!r}, scale={self.numbers['scale']!r}"
+
+
+class Logit(nn.Module):
+    """Fixed ``y = logit(p)``, ``p = alpha + (1 - 2 alpha) x``, per coordinate of every event axis
+    after the first ``batch_dims`` axes; log-det ``sum_j [log(1 - 2 alpha) - log p_j - log(1 - p_j)]``."""
+
+    def __init__(self, alpha: float = 0.05, event_dims: int = 1):
+        super().__init__()
+        if not 0 <= alpha < 0.5:
+            raise ValueError(f"Logit: alpha must be in [0, 0.5), got {alpha!r}")
+        self.alpha, self.event_dims = float(alpha), event_dims
+
+    def f(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        p = self.alpha + (1 - 2 * self.alpha) * x
+        log_det = math.log1p(-2 * self.alpha) - torch.log(p) - torch.log1p(-p)
+        return torch.logit(p), log_det.sum(dim=tuple(range(-self.event_dims, 0)))
+
+    def g(self, z: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return (torch.sigmoid(z) - self.alpha) / (1 - 2 * self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha!r}"
 
 
 class Chain(nn.ModuleList):

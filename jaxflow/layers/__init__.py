@@ -11,6 +11,7 @@ _HOMES = {
     "ActNorm": "jaxflow.layers.elementwise",
     "Affine": "jaxflow.layers.elementwise",
     "LULinear": "jaxflow.layers.lu",
+    "Logit": "jaxflow.layers.logit",
     "Permute": "jaxflow.layers.permute",
     "MASKS": "jaxflow.layers.names",
     "SCALES": "jaxflow.layers.names",
@@ -21,4 +22,4 @@ _HOMES = {
 __getattr__, __dir__ = lazy_names(globals(), _HOMES)
 
 
-__all__ = ["AffineCoupling", "ActNorm", "Affine", "LULinear", "Permute", "MASKS", "SCALES", "PERMUTATIONS"]
+__all__ = ["AffineCoupling", "ActNorm", "Affine", "LULinear", "Logit", "Permute", "MASKS", "SCALES", "PERMUTATIONS"]
