@@ -36,7 +36,7 @@ from jaxflow.layers.permute import Permute
 from jaxflow.nets.mlp import MLP
 from jaxflow.presets import RealNVP
 from jaxflow.train import TrainConfig, TrainingDiverged, fit, mean_nll, preprocess
-from jaxflow.units import bits_per_dim, lattice_nll
+from jaxflow.units import bits_per_dim, lattice_nll, logit_space_ll
 
 __all__ = ["run"]
 
@@ -210,18 +210,31 @@ def _evaluate(ckpt: checkpoint.Checkpoint, x: np.ndarray, context: Optional[np.n
     """``nll_nats`` (on the pixel lattice of ``levels``, :mod:`jaxflow.units`), ``bits_per_dim`` and
     ``num_examples`` of ``x`` under the best parameters."""
     _check_data(ckpt, x, context, name)
-    nll = lattice_nll(mean_nll(ckpt.flow, ckpt.state.best_params, x, context), ckpt.flow.event_size,
-                      _lattice(ckpt, levels, name))
-    return {"nll_nats": nll, "bits_per_dim": bits_per_dim(nll, ckpt.flow.event_size), "num_examples": len(x)}
+    unit_nll = mean_nll(ckpt.flow, ckpt.state.best_params, x, context)
+    nll = lattice_nll(unit_nll, ckpt.flow.event_size, _lattice(ckpt, levels, name))
+    result = {"nll_nats": nll, "bits_per_dim": bits_per_dim(nll, ckpt.flow.event_size), "num_examples": len(x)}
+    first = _first_layer(ckpt.flow)
+    if isinstance(first, Logit):  # the MAF paper's convention, for comparison with its tables
+        logit_log_det = float(np.mean(first.forward({}, np.asarray(x, np.float64), None, x.shape[1:])[1]))
+        result["logit_space_ll_nats"] = logit_space_ll(unit_nll, logit_log_det)
+    return result
+
+
+def _first_layer(flow: FlowSpec):
+    """The fixed first layer :func:`jaxflow.train.preprocess` put in front, or ``None``."""
+    root = flow.layers
+    if isinstance(root, Chain) and isinstance(root.layers[0], (Affine, Logit)):
+        return root.layers[0]
+    return None
 
 
 def _baseline(ckpt: checkpoint.Checkpoint, train: np.ndarray, x: np.ndarray, levels: Optional[int]) -> Optional[dict]:
     """The full-covariance Gaussian fitted to ``train`` after the run's fixed first layer, on ``x``
     (:mod:`jaxflow.baselines`), for an unconditional run; ``None`` otherwise."""
-    root = ckpt.flow.layers
-    if ckpt.flow.context_dim or not isinstance(root, Chain) or not isinstance(root.layers[0], (Affine, Logit)):
+    first = _first_layer(ckpt.flow)
+    if ckpt.flow.context_dim or first is None:
         return None
-    nll = lattice_nll(gaussian_nll(root.layers[0], train, x), ckpt.flow.event_size, levels)
+    nll = lattice_nll(gaussian_nll(first, train, x), ckpt.flow.event_size, levels)
     if not math.isfinite(nll):
         return None
     return {"gaussian_nll_nats": nll, "gaussian_bits_per_dim": bits_per_dim(nll, ckpt.flow.event_size)}
@@ -332,6 +345,8 @@ def _cmd_eval(args) -> None:
             f"on {result['num_examples']} {split} examples")
     if splits.entropy is not None:
         line += f"; true entropy {splits.entropy:.4f} nats"
+    if "logit_space_ll_nats" in result:
+        line += f"; log-likelihood in logit space (the MAF paper's convention) {result['logit_space_ll_nats']:.1f} nats"
     if baseline is not None:
         line += (f"; full-covariance Gaussian after the same preprocessing {baseline['gaussian_nll_nats']:.4f} nats "
                  f"({baseline['gaussian_bits_per_dim']:.4f} bits/dim)")

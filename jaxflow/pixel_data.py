@@ -77,7 +77,7 @@ def _digest(parts: dict) -> str:
 
 
 class _ArraysOnly(pickle.Unpickler):
-    """Resolves NumPy's array reconstruction and nothing else: no other global can be loaded."""
+    """Resolves NumPy's array reconstruction (and the bytes codec its pickles use), nothing else."""
 
     def find_class(self, module: str, name: str):
         if (module, name) in (("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")):
@@ -86,6 +86,10 @@ class _ArraysOnly(pickle.Unpickler):
             return np.ndarray
         if (module, name) == ("numpy", "dtype"):
             return np.dtype
+        if (module, name) == ("_codecs", "encode"):  # how protocol-2 pickles from Python 3 store bytes
+            import codecs
+
+            return codecs.encode
         raise DataError(f"{MNIST_MEMBER}: the pickle asks for {module}.{name}; only numpy arrays are allowed")
 
 

@@ -37,9 +37,17 @@ MAF_ALPHA = 1e-6
 
 def dequantize(pixels: np.ndarray, levels: int, seed: int) -> np.ndarray:
     """``(pixels + u) / levels`` in float32, ``u ~ U[0, 1)`` drawn from ``seed``; ``pixels`` are
-    integers in ``[0, levels)`` (checked by the caller)."""
+    integers in ``[0, levels)`` (checked by the caller).
+
+    Rounding to float32 can carry ``k + u`` (``u`` near 1) onto the next cell's edge, and the top
+    pixel onto exactly 1, where a logit is infinite; such values step down one float32 ulp, so
+    every ``x`` stays in its own cell ``[k / levels, (k + 1) / levels)``.
+    """
+    pixels = pixels.astype(np.float64)
     noise = np.random.default_rng(seed).random(pixels.shape, dtype=np.float64)
-    return ((pixels.astype(np.float64) + noise) / levels).astype(np.float32)
+    x = ((pixels + noise) / levels).astype(np.float32)
+    over = x.astype(np.float64) * levels >= pixels + 1
+    return np.where(over, np.nextafter(x, np.float32(0)), x)
 
 
 def lattice_nll(nll: float, event_size: int, levels: Optional[int]) -> float:
