@@ -110,9 +110,11 @@ def _preprocessing(options: dict, splits: Splits) -> str:
 def _run_identity(run: dict) -> dict:
     """A run's description, with a jaxflow 0.2 run's ``standardize`` flag read as ``preprocess``."""
     if "standardize" in run:
+        flag = run["standardize"]
         run = {key: value for key, value in run.items() if key != "standardize"}
-        run.setdefault("preprocess", "standardize" if run.get("standardize", True) else "none")
+        run.setdefault("preprocess", "standardize" if flag else "none")
         run.setdefault("levels", None)
+        run.setdefault("image_shape", None)
     return run
 
 
@@ -126,7 +128,8 @@ def _fit(data: str, run_dir: str, options: dict, quiet: bool, context_columns: O
         flow = preprocess(model, splits.train, splits.train_context, kind, options["logit_alpha"])
     except ValueError as err:
         raise CLIError(f"{data}: {err}") from None
-    run = {"data": splits.name, "data_sha256": _fingerprint(splits), "preprocess": kind, "levels": splits.levels}
+    run = {"data": splits.name, "data_sha256": _fingerprint(splits), "preprocess": kind, "levels": splits.levels,
+           "image_shape": None if splits.image_shape is None else list(splits.image_shape)}  # as JSON stores it
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise CLIError(f"{run_dir}: exists and is not a directory")
     if os.path.isdir(run_dir):
@@ -388,10 +391,16 @@ def _cmd_sample(args) -> None:
 
 def _plot(ckpt: checkpoint.Checkpoint, data: Optional[np.ndarray], out: str, title: str = "",
           contexts: Optional[Sequence[tuple[float, ...]]] = None) -> None:
-    from jaxflow.plotting import plot_2d
+    from jaxflow.plotting import plot_2d, plot_images
 
+    image_shape = _run_identity(ckpt.run).get("image_shape")
+    if image_shape is not None and ckpt.flow.context_dim == 0:
+        with atomic_output(out) as tmp:
+            plot_images(tmp, ckpt.flow, ckpt.state.best_params, tuple(image_shape), data, title=title)
+        return
     if ckpt.flow.event_shape != (2,):
-        raise CLIError(f"plot draws 2-D models only; this model has event shape {ckpt.flow.event_shape}")
+        raise CLIError(f"plot draws 2-D models and unconditional image models; this model has event shape "
+                       f"{ckpt.flow.event_shape}")
     contexts = [_context_of(ckpt, c) for c in (contexts or [None])]
     with atomic_output(out) as tmp:
         plot_2d(tmp, ckpt.flow, ckpt.state.best_params, data, title=title, contexts=contexts)

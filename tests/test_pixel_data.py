@@ -256,3 +256,13 @@ def test_the_digits_default_is_a_checkerboard_flow_behind_a_logit():
     board = np.array(pair[0].mask).reshape(8, 8)
     np.testing.assert_array_equal(board, np.add.outer(np.arange(8), np.arange(8)) % 2 == 0)
     assert pair[1].mask == tuple(not b for b in pair[0].mask) and config.lr == 1e-3
+
+
+def test_plot_of_a_pixel_model_is_a_grid_of_sample_images(tmp_path, capsys):
+    import matplotlib.image
+
+    run = str(tmp_path / "run")
+    assert main(["fit", "digits", "--out", run, "--steps", "4", "--eval-every", "2", "--num-flows", "2",
+                 "--hidden-dim", "8", "--quiet"]) == 0
+    assert main(["plot", run, "--data", "digits", "--out", str(tmp_path / "grid.png")]) == 0
+    assert matplotlib.image.imread(tmp_path / "grid.png").shape[:2] == (500, 1000)  # samples beside data
