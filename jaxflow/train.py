@@ -13,6 +13,10 @@ construction:
     \\text{NLL} = -\\frac{1}{N} \\sum_{n=1}^{N} \\log p_X(x_n \\mid c_n) \\text{ nats}, \\qquad
     \\text{bits/dim} = \\frac{\\text{NLL}}{D \\ln 2}.
 
+Pixel data are instead dequantised into the unit cube and put behind a fixed
+:class:`~jaxflow.Logit` layer (:func:`preprocess`); their NLLs are reported on the pixel lattice
+(:mod:`jaxflow.units`, ``mean_nll(..., levels=)``).
+
 Training minimises the minibatch NLL with optax (gradient clipping, then Adam with a cosine
 learning-rate decay). Step ``k`` (0-based) draws its batch with replacement from the key
 ``fold_in(rng, k)``, so the whole run is a pure function of ``(flow, config, data)``: a run
@@ -41,6 +45,7 @@ from jaxflow.core.spec import Flow, FlowSpec
 from jaxflow.layers.elementwise import Affine
 from jaxflow.layers.logit import Logit
 from jaxflow.layers.names import PREPROCESSING
+from jaxflow.units import lattice_nll
 
 __all__ = [
     "standardize",
@@ -133,8 +138,10 @@ def _chunk_nll_sum(flow: FlowSpec, params, x: jax.Array, context, mask: jax.Arra
     return -jnp.sum(jnp.where(mask, log_prob(flow, params, x, context=context), 0))
 
 
-def mean_nll(flow: FlowSpec, params, x, context=None, chunk: int = 8192) -> float:
-    """``-(1/N) sum_n log p_X(x_n | c_n)`` in nats over ``x (N, D)``, in fixed-size jitted chunks."""
+def mean_nll(flow: FlowSpec, params, x, context=None, chunk: int = 8192, levels: Optional[int] = None) -> float:
+    """``-(1/N) sum_n log p_X(x_n | c_n)`` in nats over ``x (N, *event_shape)``, in fixed-size jitted
+    chunks; with ``levels`` (pixels dequantised into the unit cube, :attr:`jaxflow.data.Splits.levels`)
+    on the pixel lattice, :func:`jaxflow.units.lattice_nll`."""
     x = np.asarray(x)
     if len(x) == 0:
         raise ValueError("mean_nll: no examples (x is empty)")
@@ -148,7 +155,7 @@ def mean_nll(flow: FlowSpec, params, x, context=None, chunk: int = 8192) -> floa
         mask = np.arange(size) < len(rows)
         c = None if context is None else jnp.asarray(pad(context[start : start + size]), dtype)
         total += float(_chunk_nll_sum(flow, params, jnp.asarray(pad(rows), dtype), c, mask))
-    return total / len(x)
+    return lattice_nll(total / len(x), flow.event_size, levels)
 
 
 INT32_MAX = 2**31 - 1
