@@ -14,8 +14,8 @@
 
 Layout: :mod:`jaxflow.core` (the layer protocol, ``Chain``/``Repeat``, flow specs, ``f``/``g``/
 ``log_prob``, init, validation), :mod:`jaxflow.layers` (coupling, masks, scale maps,
-permutations, ActNorm, affine, LU), :mod:`jaxflow.nets` (conditioners), :mod:`jaxflow.presets`
-(``RealNVP``), :mod:`jaxflow.interop` (distrax, imported on first use of ``as_distribution``,
+permutations, ActNorm, affine, LU), :mod:`jaxflow.nets` (conditioners: MLP, ResNet), :mod:`jaxflow.presets`
+(``RealNVP``, ``MultiScaleRealNVP``), :mod:`jaxflow.interop` (distrax, imported on first use of ``as_distribution``,
 ``as_bijector`` or ``FlowBijector``); the application (``train``, ``data``, ``checkpoint``,
 ``cli``, ``plotting``) builds on them.
 """
@@ -35,9 +35,10 @@ _HOMES = {
     "standard_normal": "jaxflow.core.latent",
     **dict.fromkeys(("Chain", "Layer", "Repeat"), "jaxflow.core.layer"),
     **dict.fromkeys(("Flow", "FlowSpec"), "jaxflow.core.spec"),
-    **dict.fromkeys(("MASKS", "SCALES", "ActNorm", "Affine", "AffineCoupling", "LULinear", "Logit", "Permute"), "jaxflow.layers"),
-    "MLP": "jaxflow.nets",
-    "RealNVP": "jaxflow.presets",
+    **dict.fromkeys(("MASKS", "IMAGE_MASKS", "SCALES", "ActNorm", "Affine", "AffineCoupling", "LULinear", "Logit",
+                     "Permute", "Squeeze", "Unsqueeze", "FactorOut"), "jaxflow.layers"),
+    **dict.fromkeys(("MLP", "ResNet"), "jaxflow.nets"),
+    **dict.fromkeys(("RealNVP", "MultiScaleRealNVP"), "jaxflow.presets"),
     **dict.fromkeys(("FlowBijector", "as_bijector", "as_distribution"), "jaxflow.interop.distrax_adapter"),
 }
 
@@ -52,12 +53,16 @@ if TYPE_CHECKING:  # pragma: no cover  (static analysers see the lazy names)
     from jaxflow.core.layer import Chain, Layer, Repeat  # noqa: F401
     from jaxflow.core.spec import Flow, FlowSpec  # noqa: F401
     from jaxflow.interop.distrax_adapter import FlowBijector, as_bijector, as_distribution  # noqa: F401
-    from jaxflow.layers import MASKS, SCALES, ActNorm, Affine, AffineCoupling, LULinear, Logit, Permute  # noqa: F401
-    from jaxflow.nets import MLP  # noqa: F401
-    from jaxflow.presets import RealNVP  # noqa: F401
+    from jaxflow.layers import (  # noqa: F401
+        IMAGE_MASKS, MASKS, SCALES, ActNorm, Affine, AffineCoupling, FactorOut, LULinear, Logit, Permute, Squeeze,
+        Unsqueeze,
+    )
+    from jaxflow.nets import MLP, ResNet  # noqa: F401
+    from jaxflow.presets import MultiScaleRealNVP, RealNVP  # noqa: F401
 
 __all__ = [
     "RealNVP",
+    "MultiScaleRealNVP",
     "Flow",
     "FlowSpec",
     "Layer",
@@ -69,8 +74,13 @@ __all__ = [
     "Affine",
     "LULinear",
     "Logit",
+    "Squeeze",
+    "Unsqueeze",
+    "FactorOut",
     "MLP",
+    "ResNet",
     "MASKS",
+    "IMAGE_MASKS",
     "SCALES",
     "init",
     "f",

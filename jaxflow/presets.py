@@ -1,17 +1,22 @@
-"""Presets: named flows built from the layers. :class:`RealNVP` is the article's model."""
+"""Presets: named flows built from the layers. :class:`RealNVP` is the article's model;
+:class:`MultiScaleRealNVP` the RealNVP paper's image architecture."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Optional
 
-from jaxflow.core.layer import Repeat, require_int
+from jaxflow.core.layer import Chain, Layer, Repeat, require_int
 from jaxflow.core.spec import FlowSpec
 from jaxflow.layers.coupling import AffineCoupling
+from jaxflow.layers.elementwise import ActNorm
+from jaxflow.layers.factor_out import FactorOut
 from jaxflow.layers.scales import SCALES
+from jaxflow.layers.squeeze import Squeeze, Unsqueeze
 from jaxflow.nets.mlp import MLP
+from jaxflow.nets.resnet import ResNet
 
-__all__ = ["RealNVP"]
+__all__ = ["RealNVP", "MultiScaleRealNVP"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,3 +113,82 @@ class RealNVP(FlowSpec):
     def condition_dim(self) -> int:
         """``D - d``: the number of conditioning coordinates, ``x1 = x[..., d:]``."""
         return self.dim - self.split_dim
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiScaleRealNVP(FlowSpec):
+    """The RealNVP paper's multi-scale architecture (Dinh et al. 2017, section 3.6) on images ``(H, W, C)``.
+
+    Scale ``s`` of ``num_scales`` acts on ``(H_s, W_s, C_s)`` (``H_0, W_0, C_0 = H, W, C``)::
+
+        s < num_scales - 1:  k checkerboard couplings        on (H_s, W_s, C_s)
+                             Squeeze                           -> (H_s/2, W_s/2, 4 C_s)
+                             k channel couplings
+                             FactorOut(scale s + 1)            scale s + 1 on the last 2 C_s channels
+                             Unsqueeze                         -> (H_s, W_s, C_s)
+        last scale:          k + 1 checkerboard couplings
+
+    with ``k = couplings_per_scale``, consecutive couplings alternating the mask (``flip``), each
+    coupling preceded by an :class:`~jaxflow.ActNorm` (``actnorm=True``; the paper's batch
+    normalisation, as Glow) and conditioned by ``ResNet(channels, num_blocks)`` with its last
+    convolution zero (every coupling starts as the identity). Pairs of identical couplings run
+    as one ``lax.scan`` (:class:`~jaxflow.Repeat`). ``f`` maps ``(..., H, W, C)`` to a latent of
+    the same shape (the factored coordinates put back in place by the ``Unsqueeze``), and
+    ``log_prob`` uses ``N(0, I)`` over all ``H W C`` coordinates. ``H`` and ``W`` must divide
+    by ``2 ** (num_scales - 1)``.
+    """
+
+    event_shape: tuple[int, int, int]
+    num_scales: int = 2
+    couplings_per_scale: int = 3
+    channels: int = 64
+    num_blocks: int = 4
+    kernel_size: int = 3
+    scale: str = "tanh"
+    clamp: float = 5.0
+    actnorm: bool = True
+    negative_slope: float = 0.01
+    compute_dtype: Optional[str] = None
+    context_dim: int = 0
+
+    context_affine = None
+
+    def __post_init__(self):
+        if isinstance(self.event_shape, (list, tuple)):
+            object.__setattr__(self, "event_shape", tuple(self.event_shape))
+        if len(self.event_shape) != 3:
+            raise ValueError(f"MultiScaleRealNVP: event_shape must be (H, W, C), got {self.event_shape!r}")
+        require_int("MultiScaleRealNVP", "num_scales", self.num_scales, 1, 16)
+        require_int("MultiScaleRealNVP", "couplings_per_scale", self.couplings_per_scale, 1, 2**10)
+        if not isinstance(self.actnorm, bool):
+            raise TypeError(f"MultiScaleRealNVP: actnorm must be a bool, got {self.actnorm!r}")
+        factor = 2 ** (self.num_scales - 1)
+        height, width = self.event_shape[:2]
+        if isinstance(height, int) and isinstance(width, int) and (height % factor or width % factor):
+            raise ValueError(f"MultiScaleRealNVP: {self.num_scales} scales need height and width divisible by "
+                             f"{factor}, got event shape {self.event_shape}")
+        try:
+            self._check()
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"MultiScaleRealNVP: {str(err).split(': ', 1)[-1]}") from None
+
+    def _coupling(self, mask: str, flip: bool) -> Layer:
+        conditioner = ResNet(self.channels, self.num_blocks, self.kernel_size, self.negative_slope, self.compute_dtype)
+        coupling = AffineCoupling(mask, conditioner, self.scale, self.clamp, identity_init=True, flip=flip)
+        return Chain(ActNorm(), coupling) if self.actnorm else coupling
+
+    def _couplings(self, mask: str, n: int) -> list[Layer]:
+        """``n`` couplings alternating ``flip``: pairs as one ``Repeat``, and one more if ``n`` is odd."""
+        layers = [Repeat(Chain(self._coupling(mask, False), self._coupling(mask, True)), n // 2)] if n >= 2 else []
+        return layers + [self._coupling(mask, False)] * (n % 2)
+
+    def _scale(self, index: int) -> Layer:
+        k = self.couplings_per_scale
+        if index == self.num_scales - 1:
+            return Chain(*self._couplings("checkerboard", k + 1))
+        return Chain(*self._couplings("checkerboard", k), Squeeze(), *self._couplings("channel", k),
+                     FactorOut(self._scale(index + 1)), Unsqueeze())
+
+    @property
+    def layers(self) -> Layer:
+        return self._scale(0)

@@ -13,6 +13,10 @@ _HOMES = {
     "LULinear": "jaxflow.layers.lu",
     "Logit": "jaxflow.layers.logit",
     "Permute": "jaxflow.layers.permute",
+    "Squeeze": "jaxflow.layers.squeeze",
+    "Unsqueeze": "jaxflow.layers.squeeze",
+    "FactorOut": "jaxflow.layers.factor_out",
+    "IMAGE_MASKS": "jaxflow.layers.names",
     "MASKS": "jaxflow.layers.names",
     "SCALES": "jaxflow.layers.names",
     "PERMUTATIONS": "jaxflow.layers.names",
@@ -22,4 +26,5 @@ _HOMES = {
 __getattr__, __dir__ = lazy_names(globals(), _HOMES)
 
 
-__all__ = ["AffineCoupling", "ActNorm", "Affine", "LULinear", "Logit", "Permute", "MASKS", "SCALES", "PERMUTATIONS"]
+__all__ = ["AffineCoupling", "ActNorm", "Affine", "LULinear", "Logit", "Permute", "Squeeze", "Unsqueeze", "FactorOut",
+           "MASKS", "IMAGE_MASKS", "SCALES", "PERMUTATIONS"]

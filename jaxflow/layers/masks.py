@@ -1,7 +1,9 @@
 """Coupling masks: which coordinates of an event a coupling transforms (``True``) or conditions on.
 
+Vector events ``x (..., D)``:
+
 =============== ================================================================================
-mask            transformed coordinates of ``x (..., D)``
+mask            transformed coordinates
 =============== ================================================================================
 ``"half"``      the first ``d = D // 2`` (the article's split); the layer then writes the
                 conditioning part first, ``z = concat(x_{d:}, z_{:d})``: the article's swap of
@@ -9,6 +11,16 @@ mask            transformed coordinates of ``x (..., D)``
 ``"alternate"`` the even coordinates ``0, 2, 4, ...``; ``z`` keeps every coordinate in place
 tuple of bools  ``True`` = transformed (at least one of each); ``z`` keeps coordinates in place
 =============== ================================================================================
+
+Image events ``x (..., H, W, C)`` (the RealNVP paper's masks, section 3.4), coordinates in place;
+``flip=True`` transforms the complement:
+
+================== =============================================================================
+mask               transformed coordinates ``(i, j, c)``
+================== =============================================================================
+``"checkerboard"`` ``(i + j)`` even: every channel of the "black" pixels
+``"channel"``      ``c < C // 2``: the first half of the channels at every pixel
+================== =============================================================================
 """
 
 from __future__ import annotations
@@ -18,9 +30,9 @@ from typing import NamedTuple, Union
 
 import numpy as np
 
-from jaxflow.layers.names import MASKS
+from jaxflow.layers.names import IMAGE_MASKS, MASKS
 
-__all__ = ["MASKS", "Mask", "resolve_mask", "check_mask"]
+__all__ = ["MASKS", "IMAGE_MASKS", "Mask", "resolve_mask", "check_mask", "image_mask", "check_image_mask"]
 
 Mask = Union[str, tuple[bool, ...]]
 
@@ -42,7 +54,9 @@ def check_mask(mask: Mask, dim: int) -> None:
     """``ValueError`` unless ``mask`` names a valid split of ``dim`` coordinates."""
     if isinstance(mask, str):
         if mask not in MASKS:
-            raise ValueError(f"AffineCoupling: mask must be one of {MASKS} or a tuple of bools, got {mask!r}")
+            hint = " (an image mask: the event must be (H, W, C))" if mask in IMAGE_MASKS else ""
+            raise ValueError(f"AffineCoupling: on vector events mask must be one of {MASKS} or a tuple of bools, "
+                             f"got {mask!r}{hint}")
         if dim < 2:
             raise ValueError(f"AffineCoupling: a coupling needs >= 2 coordinates, got event size {dim}")
         return
@@ -63,3 +77,23 @@ def resolve_mask(mask: Mask, dim: int) -> Split:
     transformed = np.arange(dim) % 2 == 0 if mask == "alternate" else np.asarray(mask, bool)
     cond, trans = np.flatnonzero(~transformed), np.flatnonzero(transformed)
     return Split(cond, trans, cond, trans)
+
+
+def check_image_mask(mask: Mask, event_shape: tuple[int, ...]) -> None:
+    """``ValueError`` unless ``mask`` is an image mask that splits events of ``event_shape = (H, W, C)``."""
+    if mask not in IMAGE_MASKS:
+        raise ValueError(f"AffineCoupling: on image events (H, W, C) mask must be one of {IMAGE_MASKS}, got {mask!r}")
+    height, width, channels = event_shape
+    if mask == "checkerboard" and height * width < 2:
+        raise ValueError(f"AffineCoupling: a checkerboard needs >= 2 pixels, got event shape {tuple(event_shape)}")
+    if mask == "channel" and channels < 2:
+        raise ValueError(f"AffineCoupling: a channel mask needs >= 2 channels, got event shape {tuple(event_shape)}")
+
+
+@functools.lru_cache(maxsize=1024)
+def image_mask(mask: str, flip: bool, event_shape: tuple[int, ...]) -> np.ndarray:
+    """The 0/1 array ``m (H, W, C)`` of the transformed coordinates (``1``) of an image mask."""
+    check_image_mask(mask, event_shape)
+    i, j, c = np.indices(event_shape)
+    transformed = (i + j) % 2 == 0 if mask == "checkerboard" else c < event_shape[-1] // 2
+    return (transformed != flip).astype(np.float64)

@@ -1,14 +1,17 @@
 """The names of the layers' options: masks, scale maps, permutations (one home each, no jax here,
 so that the command line's parser and ``--help`` load without it)."""
 
-__all__ = ["MASKS", "VECTOR_MASKS", "SCALES", "PERMUTATIONS", "PREPROCESSING"]
+__all__ = ["MASKS", "IMAGE_MASKS", "VECTOR_MASKS", "SCALES", "PERMUTATIONS", "PREPROCESSING"]
 
-#: named coupling masks (:mod:`jaxflow.layers.masks`); a tuple of bools is the explicit form
+#: named coupling masks of vector events (:mod:`jaxflow.layers.masks`); a tuple of bools is the explicit form
 MASKS = ("half", "alternate")
+
+#: named coupling masks of image events ``(H, W, C)`` (:mod:`jaxflow.layers.masks`)
+IMAGE_MASKS = ("checkerboard", "channel")
 
 #: the masks the command line offers for vector data; ``checkerboard`` needs the image layout
 #: behind the vector (:attr:`jaxflow.data.Splits.image_shape`) and becomes explicit bool masks
-VECTOR_MASKS = MASKS + ("checkerboard",)
+VECTOR_MASKS = MASKS + IMAGE_MASKS[:1]
 
 #: scale maps of an affine coupling (:mod:`jaxflow.layers.scales`)
 SCALES = ("exp", "tanh", "sigmoid")

@@ -1,5 +1,9 @@
-"""Conditioner networks: specs that own their parameter names, shapes and initialisation."""
+"""Conditioner networks: specs that own their parameter names, shapes and initialisation.
+
+:class:`MLP` for vector events, :class:`ResNet` (convolutional) for image events ``(H, W, C)``.
+"""
 
 from jaxflow.nets.mlp import MLP
+from jaxflow.nets.resnet import ResNet
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "ResNet"]
