@@ -2,9 +2,12 @@
 
 ::
 
-    jaxflow fit DATA --out RUN_DIR [--steps N] [--batch-size B] [--num-flows L] [--hidden-dim H]
-                     [--num-hidden K] [--lr LR] [--scale exp|tanh|sigmoid] [--mask half|alternate]
-                     [--permute none|reverse|random] [--context-columns J,K] [--seed S]
+    jaxflow fit DATA --out RUN_DIR [--steps N] [--batch-size B] [--lr LR] [--scale exp|tanh|sigmoid]
+                     [--num-flows L] [--hidden-dim H] [--num-hidden K] [--mask half|alternate|checkerboard]
+                     [--permute none|reverse|random]                             # vector data
+                     [--num-scales S] [--couplings-per-scale K] [--channels F] [--num-blocks B]  # images
+                     [--preprocess auto|standardize|logit|none] [--levels L] [--context-columns J,K] [--seed S]
+    jaxflow data fetch mnist|fashion-mnist
     jaxflow eval RUN_DIR DATA [--json]
     jaxflow sample RUN_DIR -n N --out FILE [--context C1,C2]   # .npy or .csv
     jaxflow plot RUN_DIR [--data DATA] [--context C ...] --out FILE.png
@@ -31,7 +34,7 @@ from jaxflow.data import BUILTIN
 from jaxflow.pixel_data import PIXEL_DATASETS
 from jaxflow.layers.names import PERMUTATIONS, PREPROCESSING, SCALES, VECTOR_MASKS
 
-__all__ = ["main", "CLIError", "DEFAULTS"]
+__all__ = ["main", "CLIError", "DEFAULTS", "DATASET_DEFAULTS", "defaults_for"]
 
 
 class CLIError(Exception):
@@ -41,7 +44,12 @@ class CLIError(Exception):
 #: Defaults of ``fit`` and the settings of ``demo`` (tuned on moons, noise 0.05, for about a minute of CPU).
 DEFAULTS = {"steps": 5000, "batch_size": 256, "num_flows": 10, "hidden_dim": 64, "num_hidden": 2, "lr": 3e-3,
             "scale": "tanh", "mask": "half", "permute": "none", "seed": 0, "eval_every": 250, "patience": 20,
-            "preprocess": "auto", "logit_alpha": 0.01}
+            "preprocess": "auto", "logit_alpha": 0.01,
+            "num_scales": 2, "couplings_per_scale": 3, "channels": 32, "num_blocks": 2}
+
+#: the options that shape the model of vector data, and of image data (MultiScaleRealNVP)
+VECTOR_MODEL_OPTIONS = ("num_flows", "hidden_dim", "num_hidden", "mask", "permute")
+IMAGE_MODEL_OPTIONS = ("num_scales", "couplings_per_scale", "channels", "num_blocks")
 
 #: Where a dataset's best settings differ from :data:`DEFAULTS` (measured; README "Pixel data").
 #: digits: 1437 training images overfit within a few hundred steps, so validate often.
@@ -90,6 +98,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-flows", type=int, help="coupling layers L" + default("num_flows"))
     p.add_argument("--hidden-dim", type=int, help="conditioner width H" + default("hidden_dim"))
     p.add_argument("--num-hidden", type=int, help="hidden layers per conditioner K" + default("num_hidden"))
+    p.add_argument("--num-scales", type=int, help="image data: scales of the MultiScaleRealNVP" + default("num_scales"))
+    p.add_argument("--couplings-per-scale", type=int,
+                   help="image data: checkerboard (and channel) couplings per scale" + default("couplings_per_scale"))
+    p.add_argument("--channels", type=int, help="image data: features of each coupling's ResNet" + default("channels"))
+    p.add_argument("--num-blocks", type=int, help="image data: residual blocks of each ResNet" + default("num_blocks"))
     p.add_argument("--lr", type=float, help="peak Adam learning rate, cosine decay" + default("lr"))
     p.add_argument("--scale", choices=SCALES, help="scale map: exp (the article), tanh (soft clamp), sigmoid (Glow)"
                    + default("scale"))

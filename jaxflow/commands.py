@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxflow import checkpoint
 from jaxflow.baselines import gaussian_nll
-from jaxflow.cli import DEFAULTS, MAX_SAMPLES, CLIError, defaults_for
+from jaxflow.cli import DEFAULTS, IMAGE_MODEL_OPTIONS, MAX_SAMPLES, VECTOR_MODEL_OPTIONS, CLIError, defaults_for
 from jaxflow.core.flow import sample
 from jaxflow.core.layer import Chain, Repeat
 from jaxflow.core.serialize import model_json, spec_to_json
@@ -32,9 +32,10 @@ from jaxflow.io import LOCK_FILE, RunLocked, atomic_output, is_temporary, locked
 from jaxflow.layers.coupling import AffineCoupling
 from jaxflow.layers.elementwise import Affine
 from jaxflow.layers.logit import Logit
+from jaxflow.layers.masks import image_mask
 from jaxflow.layers.permute import Permute
 from jaxflow.nets.mlp import MLP
-from jaxflow.presets import RealNVP
+from jaxflow.presets import MultiScaleRealNVP, RealNVP
 from jaxflow.train import TrainConfig, TrainingDiverged, fit, mean_nll, preprocess
 from jaxflow.units import bits_per_dim, lattice_nll, logit_space_ll
 
@@ -266,9 +267,12 @@ def _eval_data(source: str, split: Optional[str] = None, context_columns: Option
 
 
 def _options(args) -> dict:
-    """The ``fit`` options: the dataset's defaults (:func:`jaxflow.cli.defaults_for`), then the command line's."""
+    """The ``fit`` options: the dataset's defaults (:func:`jaxflow.cli.defaults_for`), then the command line's;
+    ``given`` names the options the command line set."""
     options = defaults_for(args.data)
-    options.update({key: getattr(args, key) for key in DEFAULTS if getattr(args, key, None) is not None})
+    given = {key for key in DEFAULTS if getattr(args, key, None) is not None}
+    options.update({key: getattr(args, key) for key in given})
+    options["given"] = frozenset(given)
     if args.no_standardize:
         if args.preprocess not in (None, "none"):
             raise CLIError(f"--no-standardize contradicts --preprocess {args.preprocess}")
@@ -281,25 +285,41 @@ def _cmd_fit(args) -> None:
 
 
 def _checkerboard(image_shape: Optional[tuple[int, ...]], size: int) -> tuple[bool, ...]:
-    """The checkers of the image behind a vector of ``size`` coordinates (row-major ``(H, W, C)``):
-    ``True`` where ``h + w`` is even."""
+    """The checkers of the image behind a vector of ``size`` coordinates (row-major ``(H, W, C)``)."""
     if image_shape is None or math.prod(image_shape) != size:
         raise CLIError("--mask checkerboard needs pixel data laid out as an image (a built-in pixel dataset)")
-    h, w, c = image_shape
-    board = (np.add.outer(np.arange(h), np.arange(w)) % 2 == 0)[:, :, None].repeat(c, axis=2)
-    return tuple(bool(b) for b in board.reshape(-1))
+    return tuple(bool(b) for b in image_mask("checkerboard", False, tuple(image_shape)).reshape(-1))
+
+
+def _refuse_other_layout(options: dict, event_shape, unused: Sequence[str]) -> None:
+    """One line if the command line set a model option that ``event_shape``'s model does not have."""
+    wrong = [key for key in unused if key in options.get("given", ())]
+    if wrong:
+        kind = "image" if len(event_shape) == 3 else "vector"
+        flags = ", ".join("--" + key.replace("_", "-") for key in wrong)
+        raise CLIError(f"{flags}: not an option of the {kind} model for data of shape {tuple(event_shape)}")
 
 
 def _model_and_config(splits: Splits, options: dict) -> tuple[FlowSpec, TrainConfig]:
-    """The model (identity-initialised) and training config of the command-line ``options``:
-    the article's :class:`RealNVP` for ``--mask half --permute none``; for ``checkerboard`` a
-    ``Repeat`` of pairs of couplings on the image's checkers and their complement; else a
-    ``Repeat`` of ``Chain(AffineCoupling(mask), Permute)``."""
+    """The model (identity-initialised) and training config of the command-line ``options``.
+
+    Images ``(H, W, C)``: a :class:`MultiScaleRealNVP`. Vectors: the article's :class:`RealNVP`
+    for ``--mask half --permute none``; for ``checkerboard`` a ``Repeat`` of pairs of couplings on
+    the image's checkers and their complement; else a ``Repeat`` of ``Chain(AffineCoupling(mask), Permute)``."""
     event_shape = splits.event_shape
     context_dim = 0 if splits.train_context is None else splits.train_context.shape[1]
+    config_options = ("steps", "batch_size", "lr", "eval_every", "patience", "seed")
+    if len(event_shape) == 3:
+        _refuse_other_layout(options, event_shape, VECTOR_MODEL_OPTIONS)
+        try:
+            model = MultiScaleRealNVP(event_shape, **{key: options[key] for key in IMAGE_MODEL_OPTIONS},
+                                      scale=options["scale"], context_dim=context_dim)
+            return model, TrainConfig(**{key: options[key] for key in config_options})
+        except (TypeError, ValueError) as err:
+            raise CLIError(str(err)) from None
     if len(event_shape) != 1:
-        raise CLIError(f"{splits.name}: image data {event_shape}; image flows (MultiScaleRealNVP) are not in this "
-                       "version; use the dataset's vector form")
+        raise CLIError(f"{splits.name}: examples of shape {event_shape}: a flow takes vectors (D,) or images (H, W, C)")
+    _refuse_other_layout(options, event_shape, IMAGE_MODEL_OPTIONS)
     dim = event_shape[0]
     try:
         conditioner = MLP(options["hidden_dim"], options["num_hidden"])
@@ -321,8 +341,7 @@ def _model_and_config(splits: Splits, options: dict) -> tuple[FlowSpec, TrainCon
             if options["permute"] != "none":
                 layer = Chain(layer, Permute(options["permute"]))
             model = Flow((dim,), Repeat(layer, options["num_flows"]), context_dim)
-        config = TrainConfig(**{key: options[key] for key in
-                                ("steps", "batch_size", "lr", "eval_every", "patience", "seed")})
+        config = TrainConfig(**{key: options[key] for key in config_options})
     except (TypeError, ValueError) as err:
         raise CLIError(str(err)) from None
     return model, config
