@@ -63,10 +63,10 @@ True
    :mod:`torchref.convert` permutes the rows; nothing else needs to know.
 """
 
-from torchref.convert import build_flow, from_jax, from_spec, spec_of, to_jax, to_jax_params
+from torchref.convert import build_flow, from_jax, from_spec, spec_of, to_jax, to_jax_layout, to_jax_params, to_torch_layout
 from torchref.model import (
-    LOG_SCALES, ActNorm, Affine, AffineCouplingLayer, Chain, Conditioner, Logit, LULinear, MaskSplit, NormalizingFlow,
-    Permutation, Repeat, Split, StandardNormal,
+    LOG_SCALES, ActNorm, Affine, AffineCouplingLayer, Chain, Conditioner, FactorOut, ImageAffineCouplingLayer, ImageMask,
+    Logit, LULinear, MaskSplit, NormalizingFlow, Permutation, Repeat, ResNet, Split, Squeeze, StandardNormal, Unsqueeze,
 )
 
 __all__ = [
@@ -75,6 +75,12 @@ __all__ = [
     "Conditioner",
     "Split",
     "MaskSplit",
+    "ImageAffineCouplingLayer",
+    "ImageMask",
+    "ResNet",
+    "Squeeze",
+    "Unsqueeze",
+    "FactorOut",
     "Permutation",
     "LULinear",
     "ActNorm",
@@ -90,4 +96,6 @@ __all__ = [
     "to_jax",
     "to_jax_params",
     "from_jax",
+    "to_torch_layout",
+    "to_jax_layout",
 ]
