@@ -515,17 +515,17 @@ class Affine(nn.Module):
         log_det = -torch.log(self.scale).expand(channels).sum()
         return (_positions(x, self.channel_dim) * log_det).expand(x.shape[: x.ndim + self.channel_dim])
 
-    def _buffers(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _shift_and_scale(self) -> Tuple[torch.Tensor, torch.Tensor]:
         if self.shift.ndim == 0 and self.scale.ndim == 0:
             return self.shift, self.scale
         return _per_channel(self.shift, self.channel_dim), _per_channel(self.scale, self.channel_dim)
 
     def f(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        shift, scale = self._buffers()
+        shift, scale = self._shift_and_scale()
         return (x - shift) / scale, self._log_det(x)
 
     def g(self, z: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        shift, scale = self._buffers()
+        shift, scale = self._shift_and_scale()
         return shift + z * scale
 
     def extra_repr(self) -> str:
