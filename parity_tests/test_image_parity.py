@@ -240,3 +240,28 @@ def test_a_wrong_image_layout_is_caught(corrupt):
     with torch.no_grad():
         corrupt(model)
         assert rel_err(actual(), expected) > 100 * TOLERANCES["float32"]["log_prob"]
+
+
+# --- training -----------------------------------------------------------------------------------
+
+_TRAINED = jaxflow.Flow((4, 4, 2), jaxflow.Chain(
+    jaxflow.ActNorm(), jaxflow.AffineCoupling("checkerboard", jaxflow.ResNet(4, 1), "tanh"), jaxflow.LULinear(),
+    jaxflow.Chain(jaxflow.Squeeze(), jaxflow.AffineCoupling("channel", jaxflow.ResNet(4, 0), "tanh", flip=True),
+                  jaxflow.Unsqueeze())))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_image_training_trajectories_match(dtype):
+    """30 Adam steps from the same weights on the same batches (test_training's optimizers) end equal."""
+    from parity_tests.test_training import batches, train_jax, train_torch
+
+    params, model = make_image_pair(_TRAINED, 0, dtype)
+    data = batches(32, dtype)[:30].reshape(30, -1, *_TRAINED.event_shape)  # (steps, batch, 4, 4, 2)
+    trained, losses = train_jax(_TRAINED, "adam", params, data)
+    torch_losses = train_torch(model, "adam", torchref.to_torch_layout(data), "cpu")
+    assert torch_losses[-5:].mean() < torch_losses[:5].mean() - 0.1  # it learns
+    assert_close(losses, torch_losses, "train_adam", dtype)
+    moved = max(jax.tree_util.tree_leaves(jax.tree_util.tree_map(rel_err, trained, params)))
+    assert moved > 0.01
+    jax.tree_util.tree_map(lambda a, b: assert_close(a, to_numpy(b), "train_adam", dtype), trained,
+                           torchref.to_jax_params(model))

@@ -29,6 +29,23 @@ the spec's tree, so :func:`to_jax` recovers the same spec::
     Logit(alpha)                            Logit(alpha)                                   {}
     Flow.context_affine                     NormalizingFlow.context_affine                 -
 
+Image flows, events ``(H, W, C)`` in jaxflow (NHWC) and ``(C, H, W)`` in torch (NCHW); the latent
+is ``StandardNormal((C, H, W))``, data move with :func:`to_torch_layout` / :func:`to_jax_layout`::
+
+    jaxflow                                 torch                                       params
+    AffineCoupling(mask, ResNet, flip=f)    ImageAffineCouplingLayer(ResNet, ImageMask)    conditioner/<name>/kernel|bias
+    ResNet conv <name> kernel (k, k, i, o)  theta.<name>.weight (o, i, k, k)              kernel = weight.transpose(2, 3, 1, 0)
+    Squeeze() / Unsqueeze()                 Squeeze() / Unsqueeze()                       {}
+    FactorOut(layer)                        FactorOut(module, channel_dim=-3)             layer's
+    ActNorm / LULinear / Affine / Permute   the same with channel_dim=-3 (per channel)    as above, unchanged
+    Logit(alpha)                            Logit(alpha, event_dims=3)                    {}
+    MultiScaleRealNVP (from_spec/from_jax)  its layers' twins; to_jax gives                as the Flow's
+                                            jaxflow.Flow(event_shape, preset.layers, context_dim)
+
+<name> is ``input``, ``block_k_a``, ``block_k_b``, ``output`` (:meth:`jaxflow.ResNet.layer_names`).
+Image conditioners are blocked ``[t | s]`` on both sides (the channel halves), and their input
+is ``concat((1 - m) x, c)`` on the channel axis in both: only the kernels are transposed.
+
 Every coupling's conditioner is laid out as above (kernels transposed, ``dims`` rows
 interleaved), its input ``concat(x_C, c)`` in both; the names are :meth:`jaxflow.MLP.layer_names`.
 A ``jaxflow.RealNVP`` keeps the article's plain list of couplings (``flows.i.theta...``) and its
@@ -204,7 +221,9 @@ def to_jax(model: NormalizingFlow, **options) -> Tuple[jaxflow.FlowSpec, dict]:
 
     A plain list of couplings (the article's model) gives a ``jaxflow.RealNVP`` (``options``: see
     :func:`spec_of`); a model holding a :class:`~torchref.model.Chain`, a
-    :class:`~torchref.model.Repeat` or a single layer gives the ``jaxflow.Flow`` of that tree.
+    :class:`~torchref.model.Repeat` or a single layer gives the ``jaxflow.Flow`` of that tree. The
+    twin of a ``jaxflow.MultiScaleRealNVP`` (a Chain) gives the equivalent ``jaxflow.Flow(event_shape,
+    preset.layers, context_dim)``: the same layers and params, the preset's name is not kept.
     """
     if not isinstance(model, NormalizingFlow):
         raise TypeError(f"to_jax: expected a torchref.NormalizingFlow, got {type(model).__name__}")

@@ -24,9 +24,16 @@ last layer is read *interleaved*, as in the article: output row ``2j`` is ``t_j`
 
 Besides the coupling, every layer kind of jaxflow has its twin here, each with ``f(x, context)
 -> (z, log|det dz/dx|)`` and ``g(z, context) -> x`` on vector events ``(..., D)`` (the context is
-ignored by all but the coupling): :class:`Permutation`, :class:`LULinear`, :class:`ActNorm`,
-:class:`Affine`, and the compositions :class:`Chain` and :class:`Repeat`. This module does not
-import jaxflow: it is the independent reference.
+ignored by all but the couplings): :class:`Permutation`, :class:`LULinear`, :class:`ActNorm`,
+:class:`Affine`, :class:`Logit`, and the compositions :class:`Chain` and :class:`Repeat`.
+
+Image events are NCHW tensors ``(..., C, H, W)``, as a torch user writes them: the RealNVP
+paper's masked coupling :class:`ImageAffineCouplingLayer` (an :class:`ImageMask`, checkerboard
+or channel, optionally flipped; a :class:`ResNet` of ``nn.Conv2d`` as ``theta``, its ``2C``
+output channels read blocked ``[t | s]``), :class:`Squeeze` / :class:`Unsqueeze` (jaxflow's
+channel order ``(2a + b) C + c``, not ``PixelUnshuffle``'s), :class:`FactorOut`, and the
+per-channel layers above with ``channel_dim=-3`` (:class:`Logit` with ``event_dims=3``); log-dets
+have the batch shape ``(...)``. This module does not import jaxflow: it is the independent reference.
 """
 
 from __future__ import annotations
@@ -722,8 +729,8 @@ class NormalizingFlow(nn.Module):
     def sample(self, num_samples: int = 1, context: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Sample x = g(z; c), z ~ latent; differentiable in the parameters (and the context).
 
-        Shapes as jaxflow's: a context ``(C,)`` gives ``(num_samples, D)``, ``(B, C)`` gives
-        ``(num_samples, B, D)``.
+        Shapes as jaxflow's: a context ``(C,)`` gives ``(num_samples, *event)``, ``(B, C)`` gives
+        ``(num_samples, B, *event)``; ``event`` is ``(D,)`` or ``(C, H, W)``.
         """
         shape = (num_samples,) if context is None else (num_samples, *context.shape[:-1])
         return self.g(self.latent_sample(shape), context)
