@@ -58,15 +58,31 @@ context_dim)``), :func:`build_flow` (with ``identity_init``), and the conversion
 >>> torchref.to_jax(model)[0] == flow
 True
 
+Image flows (``jaxflow.Flow`` on ``(H, W, C)`` events, ``jaxflow.MultiScaleRealNVP``) have twins
+acting on NCHW tensors ``(..., C, H, W)``: :class:`ImageAffineCouplingLayer` with an
+:class:`ImageMask` and a ``nn.Conv2d`` :class:`ResNet`, :class:`Squeeze`, :class:`Unsqueeze`,
+:class:`FactorOut`, and ``ActNorm`` / ``LULinear`` / ``Affine`` / ``Permutation`` per channel
+(``channel_dim=-3``). Data change layout with :func:`to_torch_layout` (``(..., H, W, C) -> (...,
+C, H, W)``) and :func:`to_jax_layout`:
+
+>>> flow = jaxflow.MultiScaleRealNVP((8, 8, 1), num_scales=2)
+>>> model = torchref.from_spec(flow)
+>>> model.log_prob(torch.from_numpy(torchref.to_torch_layout(x_nhwc)))   # == jaxflow.log_prob(flow, params, x_nhwc)
+>>> torchref.to_jax(model)[0] == jaxflow.Flow(flow.event_shape, flow.layers, flow.context_dim)
+True
+
 .. warning:: The conditioner's output layout differs: torch reads ``dims`` interleaved
    (row ``2j`` is ``t_j``, row ``2j + 1`` is ``s_j``), jaxflow blocked (``[t | s]``).
-   :mod:`torchref.convert` permutes the rows; nothing else needs to know.
+   :mod:`torchref.convert` permutes the rows; nothing else needs to know. Image conditioners
+   are blocked on both sides; there the difference is the layout, NHWC and Flax kernels
+   ``(kh, kw, in, out)`` in jaxflow, NCHW and ``Conv2d`` weights ``(out, in, kh, kw)`` here,
+   which :mod:`torchref.convert` alone transposes.
 """
 
-from torchref.convert import build_flow, from_jax, from_spec, spec_of, to_jax, to_jax_params
+from torchref.convert import build_flow, from_jax, from_spec, spec_of, to_jax, to_jax_layout, to_jax_params, to_torch_layout
 from torchref.model import (
-    LOG_SCALES, ActNorm, Affine, AffineCouplingLayer, Chain, Conditioner, Logit, LULinear, MaskSplit, NormalizingFlow,
-    Permutation, Repeat, Split, StandardNormal,
+    LOG_SCALES, ActNorm, Affine, AffineCouplingLayer, Chain, Conditioner, FactorOut, ImageAffineCouplingLayer, ImageMask,
+    Logit, LULinear, MaskSplit, NormalizingFlow, Permutation, Repeat, ResNet, Split, Squeeze, StandardNormal, Unsqueeze,
 )
 
 __all__ = [
@@ -75,6 +91,12 @@ __all__ = [
     "Conditioner",
     "Split",
     "MaskSplit",
+    "ImageAffineCouplingLayer",
+    "ImageMask",
+    "ResNet",
+    "Squeeze",
+    "Unsqueeze",
+    "FactorOut",
     "Permutation",
     "LULinear",
     "ActNorm",
@@ -90,4 +112,6 @@ __all__ = [
     "to_jax",
     "to_jax_params",
     "from_jax",
+    "to_torch_layout",
+    "to_jax_layout",
 ]

@@ -18,17 +18,21 @@ import torch
 import jaxflow
 from jaxflow import checkpoint
 from jaxflow.data import BUILTIN, load_arrays, load_dataset
-from torchref.convert import from_jax
+from torchref.convert import from_jax, to_torch_layout
 
 __all__ = ["max_log_prob_difference", "main"]
 
 
 def max_log_prob_difference(flow: jaxflow.FlowSpec, params, x: np.ndarray, context: Optional[np.ndarray] = None) -> float:
-    """``max |jaxflow.log_prob - torchref log_prob|`` over the rows of ``x`` (and ``context``)."""
+    """``max |jaxflow.log_prob - torchref log_prob|`` over the rows of ``x`` (and ``context``).
+
+    ``x`` is in jaxflow's layout: images ``(N, H, W, C)`` reach the torch model as ``(N, C, H, W)``.
+    """
     model = from_jax(flow, params)
     with torch.no_grad():
         c = None if context is None else torch.from_numpy(np.asarray(context))
-        torch_lp = model.log_prob(torch.from_numpy(np.asarray(x)), c).numpy()
+        events = np.ascontiguousarray(to_torch_layout(x, tuple(flow.event_shape)))
+        torch_lp = model.log_prob(torch.from_numpy(events), c).numpy()
     jax_lp = np.asarray(jaxflow.log_prob(flow, params, x, context=context))
     return float(np.max(np.abs(jax_lp - torch_lp)))
 

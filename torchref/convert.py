@@ -29,6 +29,23 @@ the spec's tree, so :func:`to_jax` recovers the same spec::
     Logit(alpha)                            Logit(alpha)                                   {}
     Flow.context_affine                     NormalizingFlow.context_affine                 -
 
+Image flows, events ``(H, W, C)`` in jaxflow (NHWC) and ``(C, H, W)`` in torch (NCHW); the latent
+is ``StandardNormal((C, H, W))``, data move with :func:`to_torch_layout` / :func:`to_jax_layout`::
+
+    jaxflow                                 torch                                       params
+    AffineCoupling(mask, ResNet, flip=f)    ImageAffineCouplingLayer(ResNet, ImageMask)    conditioner/<name>/kernel|bias
+    ResNet conv <name> kernel (k, k, i, o)  theta.<name>.weight (o, i, k, k)              kernel = weight.transpose(2, 3, 1, 0)
+    Squeeze() / Unsqueeze()                 Squeeze() / Unsqueeze()                       {}
+    FactorOut(layer)                        FactorOut(module, channel_dim=-3)             layer's
+    ActNorm / LULinear / Affine / Permute   the same with channel_dim=-3 (per channel)    as above, unchanged
+    Logit(alpha)                            Logit(alpha, event_dims=3)                    {}
+    MultiScaleRealNVP (from_spec/from_jax)  its layers' twins; to_jax gives                as the Flow's
+                                            jaxflow.Flow(event_shape, preset.layers, context_dim)
+
+<name> is ``input``, ``block_k_a``, ``block_k_b``, ``output`` (:meth:`jaxflow.ResNet.layer_names`).
+Image conditioners are blocked ``[t | s]`` on both sides (the channel halves), and their input
+is ``concat((1 - m) x, c)`` on the channel axis in both: only the kernels are transposed.
+
 Every coupling's conditioner is laid out as above (kernels transposed, ``dims`` rows
 interleaved), its input ``concat(x_C, c)`` in both; the names are :meth:`jaxflow.MLP.layer_names`.
 A ``jaxflow.RealNVP`` keeps the article's plain list of couplings (``flows.i.theta...``) and its
@@ -53,7 +70,35 @@ from jaxflow.core.init import check_params, params_dtype
 from torchref import model as tr
 from torchref.model import AffineCouplingLayer, Conditioner, NormalizingFlow, Split, StandardNormal
 
-__all__ = ["build_flow", "from_spec", "spec_of", "interleaved_order", "to_jax", "to_jax_params", "from_jax"]
+__all__ = ["build_flow", "from_spec", "spec_of", "interleaved_order", "to_jax", "to_jax_params", "from_jax",
+           "to_torch_layout", "to_jax_layout"]
+
+
+def _is_image(event_shape) -> bool:
+    return event_shape is None or len(event_shape) == 3
+
+
+def to_torch_layout(x, event_shape: Optional[Tuple[int, ...]] = None):
+    """Data in jaxflow's layout to torch's: images ``(..., H, W, C) -> (..., C, H, W)``.
+
+    ``x``: a NumPy or JAX array (gives a NumPy array) or a torch tensor (gives a tensor view).
+    ``event_shape``: jaxflow's event shape of ``x``; events of one axis (vectors) come back as
+    they are. Default: image events.
+    """
+    if not _is_image(event_shape):
+        return x
+    return x.movedim(-1, -3) if isinstance(x, torch.Tensor) else np.moveaxis(np.asarray(x), -1, -3)
+
+
+def to_jax_layout(x, event_shape: Optional[Tuple[int, ...]] = None):
+    """Data in torch's layout to jaxflow's, the inverse of :func:`to_torch_layout`: ``(..., C, H, W) -> (..., H, W, C)``.
+
+    ``x``: a torch tensor (gives a tensor view) or an array (gives a NumPy array); ``event_shape``
+    is jaxflow's, as in :func:`to_torch_layout`.
+    """
+    if not _is_image(event_shape):
+        return x
+    return x.movedim(-3, -1) if isinstance(x, torch.Tensor) else np.moveaxis(np.asarray(x), -3, -1)
 
 
 def build_flow(
@@ -176,7 +221,9 @@ def to_jax(model: NormalizingFlow, **options) -> Tuple[jaxflow.FlowSpec, dict]:
 
     A plain list of couplings (the article's model) gives a ``jaxflow.RealNVP`` (``options``: see
     :func:`spec_of`); a model holding a :class:`~torchref.model.Chain`, a
-    :class:`~torchref.model.Repeat` or a single layer gives the ``jaxflow.Flow`` of that tree.
+    :class:`~torchref.model.Repeat` or a single layer gives the ``jaxflow.Flow`` of that tree. The
+    twin of a ``jaxflow.MultiScaleRealNVP`` (a Chain) gives the equivalent ``jaxflow.Flow(event_shape,
+    preset.layers, context_dim)``: the same layers and params, the preset's name is not kept.
     """
     if not isinstance(model, NormalizingFlow):
         raise TypeError(f"to_jax: expected a torchref.NormalizingFlow, got {type(model).__name__}")
@@ -223,71 +270,161 @@ def _root(model: NormalizingFlow) -> nn.Module:
     return model.flows[0] if model.single_layer else model.flows
 
 
+def _torch_shape(event_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    """torch's event shape of jaxflow's: images ``(H, W, C) -> (C, H, W)``, vectors ``(D,)`` as they are."""
+    return (event_shape[-1], *event_shape[:-1]) if len(event_shape) == 3 else tuple(event_shape)
+
+
+def _jax_shape(event_shape: Tuple[int, ...]) -> Tuple[int, ...]:
+    """The inverse of :func:`_torch_shape`: ``(C, H, W) -> (H, W, C)``."""
+    return (*event_shape[1:], event_shape[0]) if len(event_shape) == 3 else tuple(event_shape)
+
+
+def _channel_dim(event_shape: Tuple[int, ...]) -> int:
+    """The torch dim of jaxflow's last event axis: ``-1`` on vectors, ``-3`` (the channels) on images."""
+    return -3 if len(event_shape) == 3 else -1
+
+
+def _check_event_shape(event_shape: Tuple[int, ...], who: str) -> None:
+    if len(event_shape) not in (1, 3):
+        raise ValueError(f"{who}: torchref twins act on vector events (D,) and images (H, W, C), "
+                         f"got event shape {tuple(event_shape)}")
+
+
+#: axis orders between a Flax ``Conv`` kernel ``(kh, kw, in, out)`` and a ``Conv2d`` weight ``(out, in, kh, kw)``
+TORCH_TO_JAX_KERNEL = (2, 3, 1, 0)
+JAX_TO_TORCH_KERNEL = (3, 2, 0, 1)
+
+
 def _from_flow_spec(flow: jaxflow.FlowSpec) -> NormalizingFlow:
-    if len(flow.event_shape) != 1:
-        raise ValueError(f"from_jax: torchref twins act on vector events (D,), got event shape {flow.event_shape}")
-    dim = flow.event_shape[0]
-    root = _build(flow.layers, dim, flow.context_dim)
-    context_affine = None if flow.context_affine is None else _build(flow.context_affine, flow.context_dim, 0)
-    return NormalizingFlow(StandardNormal(dim), root, context_affine=context_affine, context_dim=flow.context_dim)
+    shape = tuple(flow.event_shape)
+    _check_event_shape(shape, "from_jax")
+    root = _build(flow.layers, shape, flow.context_dim)
+    context_affine = None if flow.context_affine is None else _build(flow.context_affine, (flow.context_dim,), 0)
+    return NormalizingFlow(StandardNormal(_torch_shape(shape)), root, context_affine=context_affine,
+                           context_dim=flow.context_dim)
 
 
 def _flow_spec_of(model: NormalizingFlow) -> jaxflow.Flow:
     latent = model.latent
     if not isinstance(latent, StandardNormal):
         raise ValueError(f"to_jax: the latent must be a torchref StandardNormal (jaxflow's default), got {type(latent).__name__}")
-    dim = latent.loc.shape[-1]
-    context_affine = None if model.context_affine is None else _spec(model.context_affine, model.context_dim, 0)
-    return jaxflow.Flow((dim,), _spec(_root(model), dim, model.context_dim), model.context_dim, context_affine)
+    shape = _jax_shape(tuple(latent.loc.shape))
+    _check_event_shape(shape, "to_jax")
+    context_affine = None if model.context_affine is None else _spec(model.context_affine, (model.context_dim,), 0)
+    return jaxflow.Flow(shape, _spec(_root(model), shape, model.context_dim), model.context_dim, context_affine)
 
 
-def _build(layer: jaxflow.Layer, dim: int, context_dim: int) -> nn.Module:
-    """The freshly initialised torch twin of the jaxflow layer spec ``layer`` on ``R^dim``."""
+def _no_compute_dtype(network) -> None:
+    if network.compute_dtype is not None:
+        raise ValueError(f"from_jax: torchref computes in the parameters' dtype; convert a spec with "
+                         f"compute_dtype=None (got {network.compute_dtype!r})")
+
+
+def _resnet_of(theta: tr.ResNet) -> jaxflow.ResNet:
+    """The ``jaxflow.ResNet`` spec that ``theta`` computes."""
+    return jaxflow.ResNet(theta.input.out_channels, theta.num_blocks, theta.kernel_size, theta.negative_slope)
+
+
+def _convs(theta: tr.ResNet) -> Iterator[Tuple[str, nn.Conv2d]]:
+    """``(jaxflow name, Conv2d)`` of each layer of ``theta``, in order; names from ``ResNet.layer_names``."""
+    convs = [theta.input, *(conv for block in theta.blocks() for conv in block), theta.output]
+    yield from zip(_resnet_of(theta).layer_names(), convs)
+
+
+def _build(layer: jaxflow.Layer, shape: Tuple[int, ...], context_dim: int) -> nn.Module:
+    """The freshly initialised torch twin of the jaxflow layer spec ``layer`` on events of jaxflow's ``shape``."""
+    channels, channel_dim = shape[-1], _channel_dim(shape)
     if isinstance(layer, jaxflow.Repeat):
-        return tr.Repeat([_build(layer.layer, dim, context_dim) for _ in range(layer.n)], unroll=layer.unroll)
+        return tr.Repeat([_build(layer.layer, shape, context_dim) for _ in range(layer.n)], unroll=layer.unroll)
     if isinstance(layer, jaxflow.Chain):
-        return tr.Chain([_build(one, dim, context_dim) for one in layer.layers])
+        modules = []
+        for one in layer.layers:
+            modules.append(_build(one, shape, context_dim))
+            shape = one.output_shape(shape)
+        return tr.Chain(modules)
+    if isinstance(layer, jaxflow.FactorOut):
+        return tr.FactorOut(_build(layer.layer, layer.inner_shape(shape), context_dim), channel_dim)
     if isinstance(layer, jaxflow.AffineCoupling):
-        mlp = layer.conditioner
-        if mlp.compute_dtype is not None:
-            raise ValueError(f"from_jax: torchref computes in the parameters' dtype; convert a spec with "
-                             f"compute_dtype=None (got {mlp.compute_dtype!r})")
-        split = Split(dim) if layer.mask == "half" else tr.MaskSplit(dim, layer.mask)
-        in_dim, out_dim = layer.sizes((dim,), context_dim)
-        theta = Conditioner(in_dim, out_dim // 2, mlp.num_hidden, mlp.hidden_dim, num_params=2,
-                            negative_slope=mlp.negative_slope)
+        _no_compute_dtype(layer.conditioner)
+        in_dim, out_dim = layer.sizes(shape, context_dim)
+        net = layer.conditioner
+        if len(shape) == 3:
+            theta = tr.ResNet(in_dim, out_dim, net.channels, net.num_blocks, net.kernel_size, net.negative_slope)
+            mask = tr.ImageMask(_torch_shape(shape), layer.mask, layer.flip)
+            return tr.ImageAffineCouplingLayer(theta, mask, scale=layer.scale, clamp=layer.clamp,
+                                               identity_init=layer.identity_init)
+        split = Split(shape[0]) if layer.mask == "half" else tr.MaskSplit(shape[0], layer.mask)
+        theta = Conditioner(in_dim, out_dim // 2, net.num_hidden, net.hidden_dim, num_params=2,
+                            negative_slope=net.negative_slope)
         return AffineCouplingLayer(theta, split, scale=layer.scale, clamp=layer.clamp, identity_init=layer.identity_init)
+    if isinstance(layer, jaxflow.Squeeze):
+        return tr.Squeeze()
+    if isinstance(layer, jaxflow.Unsqueeze):
+        return tr.Unsqueeze()
     if isinstance(layer, jaxflow.Permute):
-        return tr.Permutation(dim, layer.kind, layer.seed)
+        return tr.Permutation(channels, layer.kind, layer.seed, channel_dim)
     if isinstance(layer, jaxflow.ActNorm):
-        return tr.ActNorm(dim)
+        return tr.ActNorm(channels, channel_dim)
     if isinstance(layer, jaxflow.LULinear):
-        return tr.LULinear(dim)
+        return tr.LULinear(channels, channel_dim)
     if isinstance(layer, jaxflow.Affine):
-        return tr.Affine(layer.shift, layer.scale)
+        return tr.Affine(layer.shift, layer.scale, channel_dim)
     if isinstance(layer, jaxflow.Logit):
-        return tr.Logit(layer.alpha)
+        return tr.Logit(layer.alpha, event_dims=len(shape))
     raise ValueError(f"from_jax: torchref has no twin of the jaxflow layer {type(layer).__name__}")
 
 
-def _spec(module: nn.Module, dim: int, context_dim: int) -> jaxflow.Layer:
-    """The jaxflow layer spec that the torch ``module`` computes (the inverse of :func:`_build`)."""
+def _check_channels(module: nn.Module, shape: Tuple[int, ...]) -> None:
+    """``ValueError`` unless a per-channel module acts on jaxflow's last axis of events of ``shape``."""
+    expected = (shape[-1], _channel_dim(shape))
+    got = (getattr(module, "dim", shape[-1]), module.channel_dim)
+    if got != expected:
+        raise ValueError(f"to_jax: {type(module).__name__}(dim={got[0]}, channel_dim={got[1]}) on events of jaxflow "
+                         f"shape {tuple(shape)}; expected dim={expected[0]}, channel_dim={expected[1]}")
+
+
+def _spec(module: nn.Module, shape: Tuple[int, ...], context_dim: int) -> jaxflow.Layer:
+    """The jaxflow layer spec that the torch ``module`` computes on events of jaxflow's ``shape`` (the inverse of :func:`_build`)."""
     if isinstance(module, tr.Repeat):
-        copies = [_spec(one, dim, context_dim) for one in module]
+        copies = [_spec(one, shape, context_dim) for one in module]
         if any(copy != copies[0] for copy in copies):
             raise ValueError(f"to_jax: the copies of a Repeat must be identical layers, got {sorted(set(map(repr, copies)))}")
         return jaxflow.Repeat(copies[0], len(copies), module.unroll)
     if isinstance(module, tr.Chain):
-        return jaxflow.Chain(*(_spec(one, dim, context_dim) for one in module))
+        layers = []
+        for one in module:
+            layers.append(_spec(one, shape, context_dim))
+            shape = layers[-1].output_shape(shape)
+        return jaxflow.Chain(*layers)
+    if isinstance(module, tr.FactorOut):
+        _check_channels(module, shape)
+        return jaxflow.FactorOut(_spec(module.module, jaxflow.FactorOut.inner_shape(shape), context_dim))
+    if isinstance(module, tr.ImageAffineCouplingLayer):
+        mask = module.mask
+        spec = jaxflow.AffineCoupling(mask.kind, _resnet_of(module.theta), module.scale, module.clamp,
+                                      module.identity_init, mask.flip)
+        got = (module.theta.input.in_channels, module.theta.output.out_channels)
+        if got != spec.sizes(shape, context_dim) or mask.shape != _torch_shape(shape):
+            raise ValueError(f"to_jax: an image coupling with mask shape {mask.shape} and conditioner channels "
+                             f"{got[0]} -> {got[1]} on events of jaxflow shape {tuple(shape)}, expected mask shape "
+                             f"{_torch_shape(shape)} and {spec.sizes(shape, context_dim)} for {spec}")
+        return spec
     if isinstance(module, AffineCouplingLayer):
         split = module.split
         mask = "half" if isinstance(split, Split) else split.mask
         spec = jaxflow.AffineCoupling(mask, _mlp_of(module.theta), module.scale, module.clamp, module.identity_init)
-        in_dim, out_dim = spec.sizes((dim,), context_dim)
+        in_dim, out_dim = spec.sizes(shape, context_dim)
         if (module.theta.input.in_features, module.theta.dims.out_features) != (in_dim, out_dim):
             raise ValueError(f"to_jax: a coupling's conditioner maps {module.theta.input.in_features} -> "
                              f"{module.theta.dims.out_features}, expected {in_dim} -> {out_dim} for {spec}")
         return spec
+    if isinstance(module, tr.Squeeze):
+        return jaxflow.Squeeze()
+    if isinstance(module, tr.Unsqueeze):
+        return jaxflow.Unsqueeze()
+    if isinstance(module, (tr.Permutation, tr.ActNorm, tr.LULinear, tr.Affine)):
+        _check_channels(module, shape)
     if isinstance(module, tr.Permutation):
         return jaxflow.Permute(module.kind, module.seed)
     if isinstance(module, tr.ActNorm):
@@ -297,6 +434,8 @@ def _spec(module: nn.Module, dim: int, context_dim: int) -> jaxflow.Layer:
     if isinstance(module, tr.Affine):
         return jaxflow.Affine(**_affine_numbers(module))
     if isinstance(module, tr.Logit):
+        if module.event_dims != len(shape):
+            raise ValueError(f"to_jax: Logit(event_dims={module.event_dims}) on events of jaxflow shape {tuple(shape)}")
         return jaxflow.Logit(module.alpha)
     raise ValueError(f"to_jax: jaxflow has no layer for the torch module {type(module).__name__}")
 
@@ -338,6 +477,12 @@ def _params_of(module: nn.Module, grad: bool = False):
         return jax.tree_util.tree_map(lambda *leaves: jnp.asarray(np.stack(leaves)), *copies)
     if isinstance(module, tr.Chain):
         return [_params_of(one, grad) for one in module]
+    if isinstance(module, tr.FactorOut):
+        return _params_of(module.module, grad)
+    if isinstance(module, tr.ImageAffineCouplingLayer):  # Conv2d weight (out, in, kh, kw) -> kernel (kh, kw, in, out)
+        return {"conditioner": {
+            name: {"kernel": jnp.asarray(get(conv.weight).transpose(TORCH_TO_JAX_KERNEL)), "bias": jnp.asarray(get(conv.bias))}
+            for name, conv in _convs(module.theta)}}
     if isinstance(module, AffineCouplingLayer):
         d = module.theta.out_dim
         return {"conditioner": {
@@ -358,6 +503,13 @@ def _load(module: nn.Module, layer: jaxflow.Layer, params) -> None:
     elif isinstance(layer, jaxflow.Chain):
         for one, one_layer, one_params in zip(module, layer.layers, params):
             _load(one, one_layer, one_params)
+    elif isinstance(layer, jaxflow.FactorOut):
+        _load(module.module, layer.layer, params)
+    elif isinstance(module, tr.ImageAffineCouplingLayer):  # kernel (kh, kw, in, out) -> Conv2d weight (out, in, kh, kw)
+        for name, conv in _convs(module.theta):
+            leaf = params["conditioner"][name]
+            copy(conv.weight, np.asarray(leaf["kernel"]).transpose(JAX_TO_TORCH_KERNEL))
+            copy(conv.bias, np.asarray(leaf["bias"]))
     elif isinstance(layer, jaxflow.AffineCoupling):
         d = module.theta.out_dim
         for name, linear in _linears(module.theta):
