@@ -47,6 +47,10 @@ TOLERANCES = {
     # bfloat16 conditioners in a composed flow with every kind against float32; measured log_prob
     # relative and log-det absolute 1.4e-2 (|log_prob| up to ~140)
     "layer_stack_bfloat16_vs_float32": {"float32": (0.1, 0.1)},
+    # ---- test_train.py: training runs computed two ways
+    # 30 steps with steps_per_call 10 against 1 (final params, validation NLLs); measured 0.0 on
+    # XLA:CPU (the scan's body is the same program), headroom for other backends' fusion choices
+    "steps_per_call": {"float32": (1e-6, 1e-6)},
 }
 
 
