@@ -194,7 +194,8 @@ def _fit_locked(splits: Splits, flow: FlowSpec, config: TrainConfig, run: dict, 
               "run the same command to resume", file=sys.stderr)
         raise _Interrupted(result.signal)
     val_nll = lattice_nll(state.best_val_nll, flow.event_size, splits.levels)
-    print(f"{'' if writer else f'process {jax.process_index()}: '}{result.status.replace('_', ' ')} at step {state.step} in {time.perf_counter() - start:.1f} s; "
+    who = "" if writer else f"process {jax.process_index()}: "
+    print(f"{who}{result.status.replace('_', ' ')} at step {state.step} in {time.perf_counter() - start:.1f} s; "
           f"best validation NLL {val_nll:.4f} nats ({bits_per_dim(val_nll, flow.event_size):.4f} bits/dim); "
           f"{'saved in' if writer else 'process 0 saves in'} {run_dir}")
     return checkpoint.Checkpoint(flow, config, state, run), splits
