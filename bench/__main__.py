@@ -16,6 +16,7 @@ Examples::
     python -m bench --configs small --no-sweep        # one configuration
     python -m bench --device gpu --dtype bfloat16 --torch-compile
     python -m bench --quick --out /tmp/bench          # seconds-long smoke run
+    python -m bench --fit --configs small             # the train.fit loop vs its bare step vs torch (bench.fit)
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ import torch
 import jaxflow
 from bench.compile_times import compile_seconds
 from bench.contenders import OPS, Contender, Problem, jaxflow_contender, torch_contender
+from bench import accelerator
+from bench.fit import EVAL_EVERY, VALIDATION_ROWS, fit_rows, format_fit
+from bench.fit import steps_for as fit_steps_for
 from bench.harness import first_call_seconds, interleaved_rounds, ratios_per_round, spread
 from bench.peak import conditioner_flops, matmul_calls, matmul_peak
 from bench.peers import PEERS, peer_contenders, skipped
@@ -89,6 +93,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch.set_num_threads (default: torch's own choice, as for JAX; recorded)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results folder")
+    p.add_argument("--suite", choices=("accelerator",), help="accelerator: the one-call GPU benchmark "
+                   "(bench/accelerator.py; --device cpu for its smoke-sized CPU run)")
+    p.add_argument("--fit", action="store_true", help="time the whole train.fit loop instead (bench/fit.py)")
+    p.add_argument("--fit-steps", type=_csv(int), default=[1000, 250],
+                   help="steps per timed run: small configuration, then the others")
+    p.add_argument("--steps-per-call", type=_csv(int), default=[1, 10, 100], help="K values of --fit")
+    p.add_argument("--fit-rows", type=int, default=50_000, help="training rows of --fit")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: small config at batch 64, 2 rounds, log_prob only in sweep and compile times")
     args = p.parse_args(argv)
@@ -102,6 +113,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.configs, args.rounds, args.min_seconds = ["small"], 2, 0.0
         args.sweep_batches, args.sweep_ops, args.peak_sizes = [16, 64], ["log_prob"], [128]
         args.compile_config, args.compile_depths, args.compile_ops = "small", [2, 4], ["log_prob"]
+        args.fit_steps, args.steps_per_call, args.fit_rows = [20, 20], [1, 10], 1000
     return args
 
 
@@ -198,6 +210,8 @@ def measure(config: str, problem: Problem, args: argparse.Namespace, ops: list[s
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.suite == "accelerator":
+        return accelerator.run(args, main, resolve_device(args.device))
     start = datetime.datetime.now(datetime.timezone.utc)
     device = resolve_device(args.device)
     if args.torch_threads is not None:
@@ -210,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"torch {env['versions']['torch']}, {env['threads']['torch_num_threads']} torch threads "
           f"({env['threads']['threading']}), load average {env['load_average_1_5_15_min'][0]:.1f} "
           f"on {env['cpu_count']} CPUs")
+    if args.fit:
+        return _fit_main(args, argv, start, env)
     skipped_peers = {} if args.no_peers else skipped(args.dtype)
     for name, reason in skipped_peers.items():
         print(f"bench: skipping {name}: {reason}")
@@ -264,6 +280,23 @@ def main(argv: list[str] | None = None) -> dict:
         plot_sweep(sweep, f"{args.sweep_config} config: throughput vs batch size ({env['device_name']}, "
                           f"{args.dtype})", stem.with_suffix(".png"))
     print(f"\nwrote {stem}.json" + (f" and {stem}.png" if sweep else ""))
+    return record
+
+
+def _fit_main(args: argparse.Namespace, argv, start, env: dict) -> dict:
+    """``--fit``: :mod:`bench.fit`'s rows as a table and ``<out>/<stem>_fit.json``."""
+    configs = {name: (CONFIGS[name][0], 64 if args.quick else CONFIGS[name][1]) for name in args.configs}
+    steps = fit_steps_for(configs, *args.fit_steps)
+    rows = fit_rows(configs, steps, args.steps_per_call, args.rounds, args.fit_rows, args.seed)
+    print(format_fit(rows), flush=True)
+    record = {"command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+              "started": start.isoformat(timespec="seconds"), "environment": env,
+              "method": {"rounds": args.rounds, "eval_every": EVAL_EVERY, "validation_rows": VALIDATION_ROWS,
+                         "training_rows": args.fit_rows, "statistic": "median over interleaved rounds; ratios per round"},
+              "fit": rows, "load_average_at_end": os.getloadavg()}
+    path = (args.out / (result_stem(env, start.strftime("%Y-%m-%dT%H%MZ")) + "_fit")).with_suffix(".json")
+    write_json(record, path)
+    print(f"\nwrote {path}")
     return record
 
 

@@ -5,6 +5,7 @@ A run directory holds::
     checkpoint.json              {"format": "jaxflow-checkpoint", "version": 2,
                                   "spec": {"type": "Flow", ...}, "dtype": "float32",
                                   "train": {...}, "run": {...}, "step": k,
+                                  "devices": {"count": n, "mesh": {"data": n}, ...},
                                   "payload": {"file": "state-<step>-<sha12>.msgpack",
                                               "sha256": "<hex>", "bytes": n}}
     state-<step>-<sha12>.msgpack flax.serialization.msgpack_serialize({"state": TrainState})
@@ -37,11 +38,12 @@ import math
 import os
 import re
 import stat
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from jaxflow.core.layer import Chain
 from jaxflow.core.serialize import spec_from_json, spec_to_json
@@ -49,7 +51,7 @@ from jaxflow.core.spec import Flow, FlowSpec
 from jaxflow.io import atomic_write
 from jaxflow.layers.elementwise import Affine
 from jaxflow.presets import RealNVP
-from jaxflow.train import TrainConfig, TrainState, init_state
+from jaxflow.train import TrainConfig, TrainState, data_mesh, init_state
 
 __all__ = ["CheckpointError", "Checkpoint", "FORMAT", "VERSION", "METADATA", "exists", "save", "read_metadata", "load"]
 
@@ -80,10 +82,14 @@ def exists(run_dir: str) -> bool:
     return os.path.isfile(os.path.join(run_dir, METADATA))
 
 
-def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, run: dict[str, Any]) -> str:
+def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, run: dict[str, Any],
+         mesh: Optional[Mesh] = None) -> str:
     """Write ``state`` as the latest checkpoint of ``run_dir`` (created if needed); returns the payload path.
 
-    ``run`` is JSON metadata of the caller's choosing (e.g. the data source), stored verbatim.
+    ``run`` is JSON metadata of the caller's choosing (e.g. the data source), stored verbatim;
+    ``"devices"`` records the processes, device count, platform and mesh shape of ``mesh`` (the
+    training's, default one device): information, not a constraint, since a run resumes on any
+    number of devices.
     """
     from flax import serialization
 
@@ -101,6 +107,7 @@ def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, r
         "run": run,
         "step": state.step,
         "best_val_nll": state.best_val_nll if math.isfinite(state.best_val_nll) else None,  # strict JSON
+        "devices": _devices(mesh),
         "payload": {"file": name, "sha256": digest, "bytes": len(payload)},
     }
     meta["metadata_sha256"] = _metadata_digest(meta)
@@ -109,6 +116,13 @@ def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, r
         if os.path.basename(stale) != name:
             os.remove(stale)
     return os.path.join(run_dir, name)
+
+
+def _devices(mesh: Optional[Mesh]) -> dict:
+    mesh = mesh or data_mesh(1)
+    devices = list(mesh.devices.flat)
+    return {"count": len(devices), "processes": len({d.process_index for d in devices}),
+            "platform": devices[0].platform, "mesh": dict(mesh.shape)}
 
 
 def _metadata_digest(meta: dict) -> str:

@@ -7,6 +7,8 @@
                      [--permute none|reverse|random]                             # vector data
                      [--num-scales S] [--couplings-per-scale K] [--channels F] [--num-blocks B]  # images
                      [--preprocess auto|standardize|logit|none] [--levels L] [--context-columns J,K] [--seed S]
+                     [--steps-per-call K] [--devices N|all]
+                     [--coordinator HOST:PORT --num-processes P --process-id I]
     jaxflow data fetch mnist|fashion-mnist
     jaxflow eval RUN_DIR DATA [--json]
     jaxflow sample RUN_DIR -n N --out FILE [--context C1,C2]   # .npy or .csv
@@ -44,7 +46,7 @@ class CLIError(Exception):
 #: Defaults of ``fit`` and the settings of ``demo`` (tuned on moons, noise 0.05, for about a minute of CPU).
 DEFAULTS = {"steps": 5000, "batch_size": 256, "num_flows": 10, "hidden_dim": 64, "num_hidden": 2, "lr": 3e-3,
             "scale": "tanh", "mask": "half", "permute": "none", "seed": 0, "eval_every": 250, "patience": 20,
-            "preprocess": "auto", "logit_alpha": 0.01,
+            "preprocess": "auto", "logit_alpha": 0.01, "steps_per_call": 1,
             "num_scales": 2, "couplings_per_scale": 3, "channels": 32, "num_blocks": 2}
 
 #: the options that shape the model of vector data, and of image data (MultiScaleRealNVP)
@@ -119,8 +121,34 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, help="validate and checkpoint every N steps" + default("eval_every"))
     p.add_argument("--patience", type=int, help="stop after this many validations without improvement; 0: never"
                    + default("patience"))
+    p.add_argument("--steps-per-call", type=int, metavar="K", help="optimiser steps per dispatch to the device "
+                   "(one lax.scan; the same run, fewer host round trips)" + default("steps_per_call"))
     p.add_argument("--no-standardize", action="store_true", help="the same as --preprocess none")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _devices(text: str):
+    """``"all"`` or a positive int (an argparse type)."""
+    if text == "all":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of devices or 'all', got {text!r}")
+    return count
+
+
+def _add_scale_options(p: argparse.ArgumentParser) -> None:
+    """Where ``fit`` runs: how many devices, and the processes of a multi-host run."""
+    p.add_argument("--devices", type=_devices, default=1, metavar="N|all",
+                   help="data-parallel over N local devices (all: every device of every process); the batch "
+                        "size stays the global one and must divide by N")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="multi-host: process 0's address "
+                   "(jax.distributed.initialize; also read from JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", type=int, metavar="P", help="multi-host: number of processes")
+    p.add_argument("--process-id", type=int, metavar="I", help="multi-host: this process's index, 0..P-1")
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -141,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RUN_DIR")
     _add_data_options(p)
     _add_model_options(p)
+    _add_scale_options(p)
     p = sub.add_parser("eval", formatter_class=formatter, help="NLL of DATA under the model in RUN_DIR (a built-in's test split, a file's held-out rows)")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("data", metavar="DATA")

@@ -36,7 +36,7 @@ from jaxflow.layers.masks import image_mask
 from jaxflow.layers.permute import Permute
 from jaxflow.nets.mlp import MLP
 from jaxflow.presets import MultiScaleRealNVP, RealNVP
-from jaxflow.train import TrainConfig, TrainingDiverged, fit, mean_nll, preprocess
+from jaxflow.train import EXECUTION_FIELDS, TrainConfig, TrainingDiverged, data_mesh, fit, mean_nll, preprocess
 from jaxflow.units import bits_per_dim, lattice_nll, logit_space_ll
 
 __all__ = ["run"]
@@ -93,8 +93,9 @@ def _prepare_run_dir(run_dir: str, flow: FlowSpec, config: TrainConfig, run: dic
         return None
     previous = checkpoint.load(run_dir)
     old_model, new_model = model_json(spec_to_json(previous.flow)), model_json(spec_to_json(flow))
-    changed = ((["model"] if old_model != new_model else []) + _differences(dataclasses.asdict(previous.config),
-               dataclasses.asdict(config)) + _differences(_run_identity(previous.run), run))
+    what = lambda config: {k: v for k, v in dataclasses.asdict(config).items() if k not in EXECUTION_FIELDS}
+    changed = ((["model"] if old_model != new_model else []) + _differences(what(previous.config), what(config))
+               + _differences(_run_identity(previous.run), run))
     if changed:
         raise CLIError(f"{run_dir}: holds a run of a different configuration ({'; '.join(changed)}); "
                        "choose another --out")
@@ -120,10 +121,16 @@ def _run_identity(run: dict) -> dict:
 
 
 def _fit(data: str, run_dir: str, options: dict, quiet: bool, context_columns: Optional[Sequence[int]] = None,
-         levels: Optional[int] = None):
-    """Fit (``options``: :data:`DEFAULTS`' keys) or resume; returns ``(checkpoint, splits)`` of the finished run."""
+         levels: Optional[int] = None, devices=1):
+    """Fit (``options``: :data:`DEFAULTS`' keys) or resume on ``devices`` (``--devices``); returns
+    ``(checkpoint, splits)`` of the finished run. In a multi-process run only process 0 locks the
+    run directory and writes checkpoints; the others read it to resume."""
     splits = load_dataset(data, context_columns=context_columns, levels=levels)
     model, config = _model_and_config(splits, options)
+    try:
+        mesh = data_mesh(devices, config.batch_size)
+    except ValueError as err:
+        raise CLIError(f"--devices: {err}") from None
     kind = _preprocessing(options, splits)
     try:
         flow = preprocess(model, splits.train, splits.train_context, kind, options["logit_alpha"])
@@ -133,13 +140,15 @@ def _fit(data: str, run_dir: str, options: dict, quiet: bool, context_columns: O
            "image_shape": None if splits.image_shape is None else list(splits.image_shape)}  # as JSON stores it
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise CLIError(f"{run_dir}: exists and is not a directory")
+    if jax.process_index() != 0:
+        return _fit_locked(splits, flow, config, run, run_dir, True, mesh)
     if os.path.isdir(run_dir):
         _refuse_foreign(run_dir)  # before the lock file is created in it
     os.makedirs(run_dir, exist_ok=True)
     try:
         with locked(run_dir):
             remove_stale_temporaries(run_dir)
-            return _fit_locked(splits, flow, config, run, run_dir, quiet)
+            return _fit_locked(splits, flow, config, run, run_dir, quiet, mesh)
     except RunLocked as err:
         raise CLIError(str(err)) from None
 
@@ -151,18 +160,22 @@ def _checkpoint_bytes(flow: FlowSpec) -> int:
     return 4 * 4 * sum(math.prod(shape) for shape in param_shapes(flow).values()) + 4096
 
 
-def _fit_locked(splits: Splits, flow: FlowSpec, config: TrainConfig, run: dict, run_dir: str, quiet: bool):
-    previous = _prepare_run_dir(run_dir, flow, config, run)
+def _fit_locked(splits: Splits, flow: FlowSpec, config: TrainConfig, run: dict, run_dir: str, quiet: bool, mesh):
+    writer = jax.process_index() == 0
+    previous = _prepare_run_dir(run_dir, flow, config, run) if writer or checkpoint.exists(run_dir) else None
     needed = 2 * _checkpoint_bytes(flow)  # the new payload is written before the old one is removed
-    free = shutil.disk_usage(run_dir).free
+    free = shutil.disk_usage(run_dir).free if writer else needed
     if free < needed:
         raise CLIError(f"{run_dir}: {free} bytes free on its device, a checkpoint needs about {needed}")
     if previous is not None:
         flow = previous.flow
-        print(f"resuming {run_dir} from step {previous.state.step} of {config.steps}", file=sys.stderr)
+        if writer:
+            print(f"resuming {run_dir} from step {previous.state.step} of {config.steps}", file=sys.stderr)
     def save(state):
+        if not writer:
+            return
         try:
-            checkpoint.save(run_dir, flow, config, state, run)
+            checkpoint.save(run_dir, flow, config, state, run, mesh)
         except OSError as err:
             if err.errno == errno.ENOSPC:
                 raise CLIError(f"{run_dir}: no space left on the device while writing a checkpoint "
@@ -173,7 +186,7 @@ def _fit_locked(splits: Splits, flow: FlowSpec, config: TrainConfig, run: dict, 
     try:
         result = fit(flow, splits.train, splits.val, config, context_train=splits.train_context,
                      context_val=splits.val_context, state=previous and previous.state, checkpoint=save,
-                     progress=not quiet)
+                     progress=not quiet, mesh=mesh)
     except TrainingDiverged as err:
         raise CLIError(f"{err} (in {run_dir})") from None
     state = result.state
@@ -182,9 +195,10 @@ def _fit_locked(splits: Splits, flow: FlowSpec, config: TrainConfig, run: dict, 
               "run the same command to resume", file=sys.stderr)
         raise _Interrupted(result.signal)
     val_nll = lattice_nll(state.best_val_nll, flow.event_size, splits.levels)
-    print(f"{result.status.replace('_', ' ')} at step {state.step} in {time.perf_counter() - start:.1f} s; "
+    who = "" if writer else f"process {jax.process_index()}: "
+    print(f"{who}{result.status.replace('_', ' ')} at step {state.step} in {time.perf_counter() - start:.1f} s; "
           f"best validation NLL {val_nll:.4f} nats ({bits_per_dim(val_nll, flow.event_size):.4f} bits/dim); "
-          f"saved in {run_dir}")
+          f"{'saved in' if writer else 'process 0 saves in'} {run_dir}")
     return checkpoint.Checkpoint(flow, config, state, run), splits
 
 
@@ -280,8 +294,23 @@ def _options(args) -> dict:
     return options
 
 
+def _distributed(args) -> None:
+    """``jax.distributed.initialize`` for a multi-host ``fit`` (``--coordinator``, ``--num-processes``,
+    ``--process-id``, or JAX's ``JAX_COORDINATOR_ADDRESS``), before anything touches a device."""
+    flags = (args.coordinator, args.num_processes, args.process_id)
+    if all(flag is None for flag in flags) and "JAX_COORDINATOR_ADDRESS" not in os.environ:
+        return
+    if args.num_processes is not None and not 0 <= (args.process_id or 0) < args.num_processes:
+        raise CLIError(f"--process-id must be in [0, {args.num_processes - 1}], got {args.process_id}")
+    try:
+        jax.distributed.initialize(*flags)
+    except (RuntimeError, ValueError) as err:
+        raise CLIError(f"jax.distributed.initialize: {str(err).splitlines()[0]}") from None
+
+
 def _cmd_fit(args) -> None:
-    _fit(args.data, args.out, _options(args), args.quiet, args.context_columns, args.levels)
+    _distributed(args)
+    _fit(args.data, args.out, _options(args), args.quiet, args.context_columns, args.levels, args.devices)
 
 
 def _checkerboard(image_shape: Optional[tuple[int, ...]], size: int) -> tuple[bool, ...]:
@@ -308,7 +337,7 @@ def _model_and_config(splits: Splits, options: dict) -> tuple[FlowSpec, TrainCon
     the image's checkers and their complement; else a ``Repeat`` of ``Chain(AffineCoupling(mask), Permute)``."""
     event_shape = splits.event_shape
     context_dim = 0 if splits.train_context is None else splits.train_context.shape[1]
-    config_options = ("steps", "batch_size", "lr", "eval_every", "patience", "seed")
+    config_options = ("steps", "batch_size", "lr", "eval_every", "patience", "seed", "steps_per_call")
     if len(event_shape) == 3:
         _refuse_other_layout(options, event_shape, VECTOR_MODEL_OPTIONS)
         try:

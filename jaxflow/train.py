@@ -21,6 +21,13 @@ Training minimises the minibatch NLL with optax (gradient clipping, then Adam wi
 learning-rate decay). Step ``k`` (0-based) draws its batch with replacement from the key
 ``fold_in(rng, k)``, so the whole run is a pure function of ``(flow, config, data)``: a run
 interrupted and resumed from its checkpoint ends at exactly the parameters of an uninterrupted one.
+
+One dispatch runs ``steps_per_call`` steps (a ``lax.scan`` inside the jitted step), so the host
+reads the losses back once per call, not once per step. On a :class:`jax.sharding.Mesh` with a
+``"data"`` axis (:func:`data_mesh`) the parameters, optimiser state and data are replicated and
+each batch is sharded over the axis: one ``jax.jit`` program that XLA's SPMD partitioner splits
+(each device draws and differentiates its rows; the gradient's mean becomes an all-reduce), so
+``N`` devices compute the function one device computes, up to float32 summation order.
 """
 
 from __future__ import annotations
@@ -31,12 +38,13 @@ import functools
 import math
 import signal
 import threading
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxflow.core.flow import log_prob
 from jaxflow.core.init import init, params_dtype
@@ -52,7 +60,9 @@ __all__ = [
     "preprocess",
     "PREPROCESSING",
     "mean_nll",
+    "data_mesh",
     "TrainConfig",
+    "EXECUTION_FIELDS",
     "TrainState",
     "optimizer",
     "init_state",
@@ -138,29 +148,82 @@ def _chunk_nll_sum(flow: FlowSpec, params, x: jax.Array, context, mask: jax.Arra
     return -jnp.sum(jnp.where(mask, log_prob(flow, params, x, context=context), 0))
 
 
-def mean_nll(flow: FlowSpec, params, x, context=None, chunk: int = 8192, levels: Optional[int] = None) -> float:
+def mean_nll(flow: FlowSpec, params, x, context=None, chunk: int = 8192, levels: Optional[int] = None,
+             mesh: Optional[Mesh] = None) -> float:
     """``-(1/N) sum_n log p_X(x_n | c_n)`` in nats over ``x (N, *event_shape)``, in fixed-size jitted
     chunks; with ``levels`` (pixels dequantised into the unit cube, :attr:`jaxflow.data.Splits.levels`)
-    on the pixel lattice, :func:`jaxflow.units.lattice_nll`."""
+    on the pixel lattice, :func:`jaxflow.units.lattice_nll`. With ``mesh`` (``params`` replicated
+    on it, as :func:`fit` holds them) each chunk is sharded over its ``"data"`` axis, its size
+    rounded up to a multiple of the device count."""
     x = np.asarray(x)
     if len(x) == 0:
         raise ValueError("mean_nll: no examples (x is empty)")
     context = None if context is None else np.asarray(context)
-    size = min(chunk, len(x))
+    devices = 1 if mesh is None else mesh.size
+    size = -(-min(chunk, len(x)) // devices) * devices
     dtype = params_dtype(params)
+    put = (lambda a: jnp.asarray(a, dtype)) if mesh is None else (lambda a: _on_mesh(a.astype(dtype), mesh, BATCH))
     pad = lambda rows: np.concatenate([rows, np.zeros((size - len(rows),) + rows.shape[1:], rows.dtype)])
     total = 0.0
     for start in range(0, len(x), size):
         rows = x[start : start + size]
         mask = np.arange(size) < len(rows)
-        c = None if context is None else jnp.asarray(pad(context[start : start + size]), dtype)
-        total += float(_chunk_nll_sum(flow, params, jnp.asarray(pad(rows), dtype), c, mask))
+        c = None if context is None else put(pad(context[start : start + size]))
+        mask = mask if mesh is None else _on_mesh(mask, mesh, BATCH)
+        total += float(_chunk_nll_sum(flow, params, put(pad(rows)), c, mask))
     return lattice_nll(total / len(x), flow.event_size, levels)
+
+
+#: the mesh axis that batches are sharded over
+DATA_AXIS = "data"
+#: how a batch lies on the mesh (rows split over ``"data"``); parameters and data are replicated, ``PartitionSpec()``
+BATCH = PartitionSpec(DATA_AXIS)
+
+
+def data_mesh(devices: Union[int, str, None] = None, batch_size: Optional[int] = None) -> Mesh:
+    """A 1-D :class:`~jax.sharding.Mesh` over axis ``"data"``: the first ``devices`` of
+    ``jax.devices()`` (every process's, after ``jax.distributed.initialize``), ``"all"`` or ``None``
+    for all of them. ``ValueError`` if more are asked for than there are, or if ``batch_size``
+    (when given) does not divide by their number."""
+    available = jax.devices()
+    count = len(available) if devices in (None, "all") else devices
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"devices must be a positive int or 'all', got {devices!r}")
+    if count > len(available):
+        raise ValueError(f"{count} devices asked for, {len(available)} available "
+                         f"({available[0].platform}; XLA_FLAGS=--xla_force_host_platform_device_count=N "
+                         "splits a CPU into N)")
+    mesh = Mesh(np.array(available[:count]), (DATA_AXIS,))
+    if batch_size is not None:
+        _check_divides(batch_size, mesh)
+    return mesh
+
+
+def _check_divides(batch_size: int, mesh: Mesh) -> None:
+    if batch_size % mesh.size:
+        raise ValueError(f"batch size {batch_size} does not divide evenly over {mesh.size} devices")
+
+
+def _on_mesh(a, mesh: Mesh, spec: PartitionSpec = PartitionSpec()) -> jax.Array:
+    """The host array ``a`` (the same on every process) as a global array laid out as ``spec``
+    on ``mesh``: each process feeds the rows of its own devices
+    (``jax.make_array_from_process_local_data``); a fresh buffer, so it may be donated."""
+    a = np.asarray(a)
+    sharding = NamedSharding(mesh, spec)
+    if spec == PartitionSpec():
+        return jax.make_array_from_process_local_data(sharding, a)
+    rows = [index[0] for index in sharding.addressable_devices_indices_map(a.shape).values()]
+    start, stop = min(r.start or 0 for r in rows), max(len(a) if r.stop is None else r.stop for r in rows)
+    return jax.make_array_from_process_local_data(sharding, a[start:stop], a.shape)
 
 
 INT32_MAX = 2**31 - 1
 #: the largest batch a step may draw (its indices are int32, and 16M rows is far past any use)
 MAX_BATCH = 2**24
+#: the most steps one dispatch runs (the scan's losses are a vector of this length)
+MAX_STEPS_PER_CALL = 10_000
+#: TrainConfig fields that change how a run is computed, not what: a run may resume with others
+EXECUTION_FIELDS = ("steps_per_call",)
 
 
 def _require_int_in(name: str, value, low: int, high: int) -> None:
@@ -184,6 +247,10 @@ class TrainConfig:
       eval_every: validation NLL (and a checkpoint) every this many steps, and at the last step.
       patience: stop after this many evaluations without a better validation NLL; ``0``: never.
       seed: seeds parameter initialisation and batch order.
+      steps_per_call: optimiser steps per dispatch of the jitted step (a ``lax.scan``); the loop
+        reads the losses, checks divergence and signals between calls, and calls end at every
+        validation step and at ``steps``. It changes how the run is computed, not what
+        (:data:`EXECUTION_FIELDS`): the same batches, the same steps, the same validations.
     """
 
     steps: int = 5000
@@ -195,10 +262,12 @@ class TrainConfig:
     eval_every: int = 250
     patience: int = 20
     seed: int = 0
+    steps_per_call: int = 1
 
     def __post_init__(self):
         for name, low, high in (("steps", 1, INT32_MAX), ("batch_size", 1, MAX_BATCH), ("eval_every", 1, INT32_MAX),
-                                ("patience", 0, INT32_MAX), ("seed", 0, 2**32 - 1)):
+                                ("patience", 0, INT32_MAX), ("seed", 0, 2**32 - 1),
+                                ("steps_per_call", 1, MAX_STEPS_PER_CALL)):
             _require_int_in(name, getattr(self, name), low, high)
         for name in ("lr", "final_lr_fraction", "max_grad_norm"):
             value = getattr(self, name)
@@ -243,34 +312,57 @@ def init_state(flow: FlowSpec, config: TrainConfig, dtype=jnp.float32, data=None
     return TrainState(0, params, optimizer(config).init(params), rng, params, math.inf, 0)
 
 
-def make_train_step(flow: FlowSpec, config: TrainConfig) -> Callable:
-    """The jitted step ``(params, opt_state, rng, k, x, c) -> (params, opt_state, loss)``.
+def make_train_step(flow: FlowSpec, config: TrainConfig, mesh: Optional[Mesh] = None) -> Callable:
+    """The jitted chunk of ``K = steps_per_call`` steps,
+    ``(params, opt_state, rng, k, n, x, c) -> (params, opt_state, losses)``.
 
-    ``x (N, D)`` is the training data (``c (N, C)`` its context, or ``None``); the batch is
-    ``x[i]``, ``i ~ randint(fold_in(rng, k), (batch_size,), 0, N)``; ``loss`` is the batch's mean
-    NLL. It compiles once (``k`` is traced, not static), and is shared by all configs that differ
-    only in ``seed``, ``eval_every`` or ``patience``, which do not enter the step.
+    ``x (N, D)`` is the training data (``c (N, C)`` its context, or ``None``); step ``j`` draws the
+    batch ``x[i]``, ``i ~ randint(fold_in(rng, j), (batch_size,), 0, N)``. The chunk runs steps
+    ``k, ..., k + n - 1`` (``1 <= n <= K``) and returns ``losses (K,)``, ``losses[i]`` the batch
+    mean NLL of step ``k + i``; an update is applied only while every loss so far is finite, so
+    after a non-finite ``losses[i]`` the returned parameters are those after step ``k + i - 1``
+    and later entries are NaN, as are those past ``n``. The parameter and optimiser buffers are
+    donated. With ``mesh`` (default: one device) the batch is sharded over its ``"data"`` axis and
+    every input and output is replicated. It compiles once (``k`` and ``n`` are traced), and is
+    shared by all configs that differ only in ``seed``, ``eval_every`` or ``patience``.
     """
-    return _train_step(flow, dataclasses.replace(config, seed=0, eval_every=1, patience=0))
+    return _train_step(flow, dataclasses.replace(config, seed=0, eval_every=1, patience=0), mesh or data_mesh(1))
 
 
 @functools.lru_cache(maxsize=16)
-def _train_step(flow: FlowSpec, config: TrainConfig) -> Callable:
+def _train_step(flow: FlowSpec, config: TrainConfig, mesh: Mesh) -> Callable:
     tx = optimizer(config)
+    batch_sharding = NamedSharding(mesh, BATCH)
 
-    def loss_fn(params, batch, context):
-        return -log_prob(flow, params, batch, context=context).mean()
+    def loss_fn(params, rows, x, context):
+        shard = lambda a: None if a is None else jax.lax.with_sharding_constraint(a[rows], batch_sharding)
+        return -log_prob(flow, params, shard(x), context=shard(context)).mean()
 
-    @jax.jit
-    def train_step(params, opt_state, rng, k, x, context):
-        key = jax.random.fold_in(jax.random.wrap_key_data(rng), k)
+    def step(params, opt_state, key, x, context):
         rows = jax.random.randint(key, (config.batch_size,), 0, x.shape[0], dtype=jnp.int32)
-        loss, grads = jax.value_and_grad(loss_fn)(params, x[rows], None if context is None else context[rows])
+        loss, grads = jax.value_and_grad(loss_fn)(params, rows, x, context)
         with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes int32 counts with floats
-            updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+            updates, new_opt_state = tx.update(grads, opt_state, params)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(jnp.isfinite(loss), a, b), new, old)
+        return keep(optax.apply_updates(params, updates), params), keep(new_opt_state, opt_state), loss
 
-    return train_step
+    def chunk(params, opt_state, rng, k, n, x, context):
+        dtype = params_dtype(params)
+
+        def body(carry, i):
+            params, opt_state, finite_so_far = carry
+            active = finite_so_far & (i < n)
+            key = jax.random.fold_in(jax.random.wrap_key_data(rng), k + i)
+            params, opt_state, loss = jax.lax.cond(
+                active, lambda p, s: step(p, s, key, x, context),
+                lambda p, s: (p, s, jnp.array(jnp.nan, dtype)), params, opt_state)
+            return (params, opt_state, active & jnp.isfinite(loss)), loss
+
+        (params, opt_state, _), losses = jax.lax.scan(body, (params, opt_state, jnp.array(True)),
+                                                      jnp.arange(config.steps_per_call, dtype=jnp.int32))
+        return params, opt_state, losses
+
+    return jax.jit(chunk, donate_argnums=(0, 1), out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
 def is_finished(state: TrainState, config: TrainConfig) -> bool:
@@ -287,10 +379,11 @@ class FitResult(NamedTuple):
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became non-finite; ``step`` is the 1-based step that produced it."""
+    """The training loss became non-finite; ``step`` is the 1-based step that produced it and
+    ``state`` the run just before it (the last good parameters, not checkpointed)."""
 
-    def __init__(self, step: int, loss: float, last_checkpoint_step: Optional[int]):
-        self.step, self.loss, self.last_checkpoint_step = step, loss, last_checkpoint_step
+    def __init__(self, step: int, loss: float, last_checkpoint_step: Optional[int], state: Optional[TrainState] = None):
+        self.step, self.loss, self.last_checkpoint_step, self.state = step, loss, last_checkpoint_step, state
         kept = ("no checkpoint was written yet" if last_checkpoint_step is None
                 else f"the last good checkpoint (step {last_checkpoint_step}) is kept")
         super().__init__(f"training diverged: the loss is {loss} at step {step}; {kept}; "
@@ -332,48 +425,59 @@ INIT_ROWS = 1024
 
 def fit(flow: FlowSpec, x_train, x_val, config: TrainConfig, *, context_train=None, context_val=None,
         state: Optional[TrainState] = None, checkpoint: Optional[Callable[[TrainState], None]] = None,
-        progress: bool = True, train_step: Optional[Callable] = None, dtype=jnp.float32) -> FitResult:
+        progress: bool = True, train_step: Optional[Callable] = None, dtype=jnp.float32,
+        mesh: Optional[Mesh] = None) -> FitResult:
     """Train ``flow`` on ``x_train (N, D)`` (with ``context_train (N, C)`` for a conditional flow),
     validating on ``x_val``; resumes from ``state`` if given, else starts from :func:`init_state`
     in ``dtype`` with the first :data:`INIT_ROWS` training rows as ``data``.
 
     Pass :func:`standardize`'s flow to fit standardised data. Every ``eval_every`` steps (and at
     the end) the validation NLL is computed, the best parameters kept, and ``checkpoint(state)``
-    called; SIGINT/SIGTERM make the loop call ``checkpoint`` and return with status
-    ``"interrupted"``. A non-finite training loss raises :class:`TrainingDiverged` before its
-    update is applied, without another checkpoint; a non-finite row in the data is a
-    ``ValueError`` naming it. ``train_step`` (from :func:`make_train_step`) may be passed to reuse
-    its compilation.
+    called; SIGINT/SIGTERM make the loop call ``checkpoint`` (after the current call of
+    ``steps_per_call`` steps) and return with status ``"interrupted"``. A non-finite training
+    loss raises :class:`TrainingDiverged` naming its step, with the parameters before its update
+    and without another checkpoint; a non-finite row in the data is a ``ValueError`` naming it.
+    ``train_step`` (from :func:`make_train_step`, for the same ``mesh``) may be passed to reuse
+    its compilation. ``mesh`` (:func:`data_mesh`; default one device) shards every batch over its
+    ``"data"`` axis; ``batch_size`` must divide by its size. ``state`` is copied onto the mesh,
+    never donated.
     """
     for part, what in ((x_train, "training data"), (x_val, "validation data"), (context_train, "training context"),
                        (context_val, "validation context")):
         if part is not None:
             _finite_rows(part, what)
+    mesh = mesh or data_mesh(1)
+    _check_divides(config.batch_size, mesh)
     if state is None:
         head = lambda a: None if a is None else np.asarray(a)[:INIT_ROWS]
         state = init_state(flow, config, dtype, head(x_train), head(context_train))
-    train_step = make_train_step(flow, config) if train_step is None else train_step
+    train_step = make_train_step(flow, config, mesh) if train_step is None else train_step
     dtype = params_dtype(state.params)
-    x = jnp.asarray(x_train, dtype)
-    c = None if context_train is None else jnp.asarray(context_train, dtype)
-    validate = lambda state: _validate(flow, x_val, context_val, state)
+    replicate = lambda tree: jax.tree.map(lambda a: _on_mesh(a, mesh), tree)
+    state = state._replace(**replicate({"params": state.params, "opt_state": state.opt_state, "rng": state.rng,
+                                        "best_params": state.best_params}))
+    x, c = (None if a is None else replicate(np.asarray(a, dtype)) for a in (x_train, context_train))
+    validate = lambda state: _validate(flow, x_val, context_val, state, mesh)
     save = checkpoint or (lambda state: None)
     last_saved = state.step if state.step > 0 else None
     val_nll = state.best_val_nll
     with _signals_caught() as received, _progress_bar(config, state, progress) as bar:
         while not is_finished(state, config):
-            params, opt_state, loss = train_step(state.params, state.opt_state, state.rng, np.int32(state.step), x, c)
-            loss = float(loss)
-            if not math.isfinite(loss):
-                raise TrainingDiverged(state.step + 1, loss, last_saved)
-            state = state._replace(step=state.step + 1, params=params, opt_state=opt_state)
+            count = min(config.steps_per_call, config.steps - state.step, config.eval_every - state.step % config.eval_every)
+            params, opt_state, losses = train_step(state.params, state.opt_state, state.rng, np.int32(state.step),
+                                                   np.int32(count), x, c)
+            losses = np.asarray(losses)[:count]  # waits for the call: one host sync per call
+            done = int(np.argmin(np.isfinite(losses))) if not np.isfinite(losses).all() else count
+            state = state._replace(step=state.step + done, params=params, opt_state=opt_state)
+            if done < count:
+                raise TrainingDiverged(state.step + 1, float(losses[done]), last_saved, state)
             if state.step % config.eval_every == 0 or state.step == config.steps:
                 state, val_nll = validate(state)
                 save(state)
                 last_saved = state.step
             if progress:
-                bar.set_postfix(loss=f"{loss:.4f}", val_nll=f"{val_nll:.4f}", refresh=False)
-                bar.update()
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", val_nll=f"{val_nll:.4f}", refresh=False)
+                bar.update(count)
             if received:
                 if last_saved != state.step:
                     save(state)
@@ -381,9 +485,12 @@ def fit(flow: FlowSpec, x_train, x_val, config: TrainConfig, *, context_train=No
     return FitResult(state, "completed" if state.step >= config.steps else "early_stopped")
 
 
-def _validate(flow: FlowSpec, x_val, context_val, state: TrainState) -> tuple[TrainState, float]:
-    """Validation NLL of the current parameters; they become the best if they improve on it."""
-    val_nll = mean_nll(flow, state.params, x_val, context_val)
+def _validate(flow: FlowSpec, x_val, context_val, state: TrainState,
+              mesh: Optional[Mesh] = None) -> tuple[TrainState, float]:
+    """Validation NLL of the current parameters; a copy of them becomes the best if they improve
+    on it (the training step donates the parameters' buffers)."""
+    val_nll = mean_nll(flow, state.params, x_val, context_val, mesh=mesh)
     if val_nll < state.best_val_nll:
-        return state._replace(best_params=state.params, best_val_nll=val_nll, evals_since_best=0), val_nll
+        best = jax.tree.map(jnp.copy, state.params)
+        return state._replace(best_params=best, best_val_nll=val_nll, evals_since_best=0), val_nll
     return state._replace(evals_since_best=state.evals_since_best + 1), val_nll

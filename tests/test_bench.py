@@ -137,3 +137,37 @@ def test_peers_skip_flowjax_when_it_cannot_be_imported_or_run_in_bfloat16(monkey
     assert [c.name for c in peers.peer_contenders(problem)] == ["flax+scan (minimal)", "distrax+flax"]
     monkeypatch.setattr(peers, "_flowjax_import_error", lambda: None)
     assert peers.skipped("float32") == {} and set(peers.skipped("bfloat16")) == {"flowjax"}
+
+
+def test_fit_run_times_the_loop_the_bare_step_and_torch(tmp_path):
+    """``python -m bench --fit --quick``: every contender timed, ratios for each K (no timing asserted)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "bench", "--fit", "--quick", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (path,) = tmp_path.glob("*_fit.json")
+    rows = json.loads(path.read_text())["fit"]
+    assert {r["implementation"] for r in rows} == {"fit K=1", "bare step K=1", "fit K=10", "bare step K=10", "torch loop"}
+    for row in rows:
+        assert 0 < row["steps_per_second"]["min"] <= row["steps_per_second"]["median"] <= row["steps_per_second"]["max"]
+        assert ("fit_over_bare" in row) == row["implementation"].startswith("fit")
+    assert "fit/bare" in proc.stdout
+
+
+def test_accelerator_suite_runs_on_the_cpu(tmp_path):
+    """``python -m bench --suite accelerator --device cpu``: both dtypes, every op, one JSON; the image
+    model is timed when this jaxflow has it and named as skipped otherwise."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "bench", "--suite", "accelerator", "--device", "cpu", "--out",
+                           str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (path,) = tmp_path.glob("*_accelerator.json")
+    record = json.loads(path.read_text())
+    for dtype, part in record["dtypes"].items():
+        assert part["environment"]["dtype"] == dtype
+        assert {(r["op"], r["implementation"]) for r in part["results"]} == {
+            (op, name) for op in OPS for name in ("jaxflow scan", "jaxflow unrolled", "torch eager")}
+    if hasattr(jaxflow, "MultiScaleRealNVP"):
+        assert {r["op"] for r in record["images"]} == set(OPS)
+    else:
+        assert record["images"] == [] and "MultiScaleRealNVP" in record["skipped"]

@@ -49,6 +49,17 @@ def test_round_trip_is_exact(tmp_path, trained):
     assert [layer["type"] for layer in meta["spec"]["layers"]["layers"]] == ["Affine", "Repeat"]
 
 
+def test_a_checkpoint_from_before_steps_per_call_and_devices_loads_with_the_defaults(tmp_path, trained):
+    """Checkpoints written before ``TrainConfig.steps_per_call`` and the ``devices`` record existed."""
+    _save(tmp_path, trained)
+    assert _meta(tmp_path)["devices"] == {"count": 1, "processes": 1, "platform": "cpu", "mesh": {"data": 1}}
+    meta = _meta(tmp_path)
+    del meta["devices"], meta["train"]["steps_per_call"]
+    meta["metadata_sha256"] = checkpoint._metadata_digest(meta)
+    (tmp_path / checkpoint.METADATA).write_text(json.dumps(meta))
+    assert checkpoint.load(str(tmp_path)).config == CONFIG and CONFIG.steps_per_call == 1
+
+
 def test_a_composed_conditional_flow_round_trips_its_spec(tmp_path):
     coupling = jaxflow.AffineCoupling(mask=(True, False, True), conditioner=jaxflow.MLP(8, 1), scale="sigmoid")
     model = jaxflow.Flow((3,), jaxflow.Repeat(jaxflow.Chain(jaxflow.ActNorm(), coupling, jaxflow.LULinear(),

@@ -12,6 +12,7 @@ import pytest
 
 import jaxflow
 from jaxflow import checkpoint, data, train
+from core_tolerances import assert_close
 
 FLOW = jaxflow.RealNVP(dim=2, num_flows=2, hidden_dim=8, num_hidden=1, scale="tanh", identity_init=True)
 CONFIG = train.TrainConfig(steps=30, batch_size=32, eval_every=5)  # most tests share its compiled step
@@ -162,23 +163,71 @@ def test_validate_keeps_the_best_parameters():
     assert kept.evals_since_best == 1 and kept.best_params is worse.best_params
 
 
-def test_divergence_stops_naming_the_step_and_keeps_last_checkpoint(tmp_path):
-    """A non-finite loss at step 8 (injected) stops the run; the checkpoint of step 5 stays."""
+def _batch_rows(k: int, n: int, config: train.TrainConfig) -> set[int]:
+    """The rows of step ``k``'s batch (0-based), by make_train_step's documented draw."""
+    rng = jax.random.fold_in(jax.random.key(config.seed), 1)  # init_state's batch key
+    key = jax.random.fold_in(rng, k)
+    return set(np.asarray(jax.random.randint(key, (config.batch_size,), 0, n, dtype=jnp.int32)).tolist())
+
+
+@pytest.mark.parametrize("steps_per_call", [1, 4])
+def test_divergence_stops_at_the_step_keeping_the_last_good_parameters(tmp_path, steps_per_call):
+    """A finite row of 1e30 (after standardisation) makes the loss non-finite at the first step
+    whose batch draws it, step 8 here: the run stops there, the checkpoint of step 5 stays, and the
+    error carries the parameters after step 7, as 7 steps on data without that row give them."""
     x = _moons(600)
     flow = train.standardize(FLOW, x)
-    config = CONFIG
-    real_step = train.make_train_step(flow, config)
-
-    def poisoned_step(params, opt_state, rng, k, x, c):
-        params, opt_state, loss = real_step(params, opt_state, rng, k, x, c)
-        return params, opt_state, jnp.where(k == 7, jnp.nan, loss)
-
+    clean = x[100:]
+    config = dataclasses.replace(CONFIG, steps_per_call=steps_per_call)  # K = 4: steps 8..9 are one call
+    row = min(_batch_rows(7, len(clean), config).difference(*(_batch_rows(k, len(clean), config) for k in range(7))))
+    poisoned = clean.copy()
+    poisoned[row] = 1e30
     saved = []
-    with pytest.raises(train.TrainingDiverged, match=r"loss is nan at step 8; the last good checkpoint \(step 5\).*tanh"):
-        train.fit(flow, x[100:], x[:100], config, progress=False, train_step=poisoned_step,
+    with pytest.raises(train.TrainingDiverged, match=r"loss is (nan|inf) at step 8; the last good checkpoint \(step 5\).*tanh") as err:
+        train.fit(flow, poisoned, x[:100], config, progress=False,
                   checkpoint=lambda s: (saved.append(s.step), checkpoint.save(str(tmp_path), flow, config, s, {})))
     assert saved == [5]
     assert checkpoint.load(str(tmp_path)).state.step == 5
+    one_step = train.make_train_step(flow, CONFIG)
+    state = train.init_state(flow, CONFIG)
+    params, opt_state = state.params, state.opt_state
+    for k in range(7):
+        params, opt_state, _ = one_step(params, opt_state, state.rng, np.int32(k), np.int32(1), clean, None)
+    assert err.value.state.step == 7
+    assert _leaves_equal(err.value.state.params, params)
+
+
+def test_steps_per_call_gives_the_same_run_and_validates_at_the_same_steps():
+    """K = 10 against K = 1 with eval_every 7 (calls of 7, 7, 7, 7 and 2 steps): the same validation
+    steps and NLLs, and the same parameters (measured: bit-identical on XLA:CPU)."""
+    x = _moons(600)
+    flow = train.standardize(FLOW, x)
+    runs = []
+    for k in (1, 10):
+        config = dataclasses.replace(CONFIG, eval_every=7, steps_per_call=k)
+        saved = []
+        state = train.fit(flow, x[100:], x[:100], config, progress=False,
+                          checkpoint=lambda s: saved.append((s.step, s.best_val_nll))).state
+        runs.append((saved, state.params))
+    (saved_1, params_1), (saved_10, params_10) = runs
+    assert [s for s, _ in saved_1] == [s for s, _ in saved_10] == [7, 14, 21, 28, 30]
+    assert_close([v for _, v in saved_10], [v for _, v in saved_1], "steps_per_call", jnp.float32)
+    for a, b in zip(jax.tree_util.tree_leaves(params_10), jax.tree_util.tree_leaves(params_1), strict=True):
+        assert_close(a, b, "steps_per_call", jnp.float32)
+
+
+def test_the_step_donates_its_buffers_and_fit_never_donates_the_callers():
+    x = _moons(600)
+    flow = train.standardize(FLOW, x)
+    state = train.init_state(flow, CONFIG)  # best_params is params: both must survive
+    step = train.make_train_step(flow, CONFIG)
+    params = jax.tree_util.tree_map(jnp.copy, state.params)
+    step(params, jax.tree_util.tree_map(jnp.copy, state.opt_state), state.rng, np.int32(0), np.int32(1), x, None)
+    assert all(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(params))
+    first, second = (train.fit(flow, x[100:], x[:100], CONFIG, state=state, progress=False).state for _ in range(2))
+    assert _leaves_equal(first, second)
+    arrays = (state.params, state.opt_state, state.best_params, first.params, first.opt_state, first.best_params)
+    assert not any(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(arrays))
 
 
 def test_divergence_on_unstandardised_huge_data():
@@ -188,12 +237,13 @@ def test_divergence_on_unstandardised_huge_data():
         train.fit(train.standardize(FLOW, x, enabled=False), x, x, CONFIG, progress=False)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_saves_and_resume_is_bit_identical(tmp_path, sig):
-    """A signal at step 10 saves and stops; resuming from disk ends where an uninterrupted run ends."""
+@pytest.mark.parametrize("sig, steps_per_call", [(signal.SIGINT, 1), (signal.SIGTERM, 4)])
+def test_signal_saves_and_resume_is_bit_identical(tmp_path, sig, steps_per_call):
+    """A signal at step 10 saves and stops; resuming from disk ends where an uninterrupted run ends
+    (with 4 steps per call: calls of 4, 1, 4 and 1 steps before the signal)."""
     x = _moons(600)
     flow = train.standardize(FLOW, x)
-    config = CONFIG
+    config = dataclasses.replace(CONFIG, steps_per_call=steps_per_call)
     step = train.make_train_step(flow, config)
     straight = train.fit(flow, x[100:], x[:100], config, progress=False, train_step=step).state
 
