@@ -4,9 +4,8 @@ On a CUDA machine (``--device gpu``, the default there): the small, medium and l
 configurations in float32 (``jax.default_matmul_precision("highest")``, no TF32 in torch) and in
 bfloat16, jaxflow against torchref eager and ``torch.compile``, ``log_prob`` / ``sample`` / train
 step, with samples/s, the fraction of the measured matmul peak and compile (warm-up) times
-(:func:`bench.__main__.main` once per dtype); then ``jaxflow.MultiScaleRealNVP`` on 28x28x1
-images when this jaxflow has it (images/s and compile seconds of each operation; skipped, and
-said so, otherwise). Writes ``<out>/<stem>_accelerator.json`` and prints a table. Sized to finish
+(:func:`bench.__main__.main` once per dtype); then ``jaxflow fit mnist``'s ``jaxflow.MultiScaleRealNVP`` on 28x28x1
+images (images/s and compile seconds of each operation; an 8x8x1 smoke model on CPU). Writes ``<out>/<stem>_accelerator.json`` and prints a table. Sized to finish
 in under 8 minutes on one GPU: 5 rounds, no batch sweep, compile times at depths 4 and 16 in
 float32 only. ``--device cpu`` runs the same suite at smoke sizes (small configuration, batch 64,
 2 rounds, no ``torch.compile``, which spends minutes compiling C++ on a CPU): the test suite's run.
@@ -24,7 +23,11 @@ from bench.report import result_stem, write_json
 
 __all__ = ["suite_argv", "image_rows", "run"]
 
-IMAGE_SHAPE = (28, 28, 1)
+#: the image model: ``jaxflow fit mnist``'s MultiScaleRealNVP on an accelerator; a smoke-sized one on CPU
+IMAGE_MODELS = {
+    "gpu": dict(event_shape=(28, 28, 1), num_scales=3, channels=64, num_blocks=4),
+    "cpu": dict(event_shape=(8, 8, 1), num_scales=2, channels=8, num_blocks=1),
+}
 
 
 def suite_argv(device: str, dtype: str, out: str) -> list[str]:
@@ -38,12 +41,14 @@ def suite_argv(device: str, dtype: str, out: str) -> list[str]:
 
 
 def image_rows(device: str, batch: int, rounds: int) -> list[dict]:
-    """``MultiScaleRealNVP`` on ``IMAGE_SHAPE``: images/s and compile seconds of log_prob, sample and an Adam step."""
+    """``MultiScaleRealNVP`` (:data:`IMAGE_MODELS`): images/s and compile seconds of log_prob, sample and an Adam step."""
     from bench.contenders import adam_train_step
 
-    flow = jaxflow.MultiScaleRealNVP(event_shape=IMAGE_SHAPE)
-    dev = jax.devices("gpu" if device == "gpu" else "cpu")[0]
-    x = jax.device_put(jax.random.uniform(jax.random.key(1), (batch, *IMAGE_SHAPE)), dev)
+    platform = "gpu" if device == "gpu" else "cpu"
+    flow = jaxflow.MultiScaleRealNVP(**IMAGE_MODELS[platform])
+    name = "MultiScaleRealNVP " + "x".join(map(str, flow.event_shape))
+    dev = jax.devices(platform)[0]
+    x = jax.device_put(jax.random.uniform(jax.random.key(1), (batch, *flow.event_shape)), dev)
     params = jax.device_put(jaxflow.init(flow, jax.random.key(0), data=x), dev)
     step, optimizer = adam_train_step(flow)
     state = [params, optimizer.init(params)]
@@ -62,7 +67,7 @@ def image_rows(device: str, batch: int, rounds: int) -> list[dict]:
             synced[op] = lambda call=call: jax.block_until_ready(call())
             start = time.perf_counter()
             synced[op]()
-            rows.append({"config": "MultiScaleRealNVP 28x28x1", "op": op, "batch": batch,
+            rows.append({"config": name, "op": op, "batch": batch,
                          "compile_seconds": time.perf_counter() - start})
         samples = interleaved_rounds(synced, rounds, 0.1)
     for row in rows:
@@ -76,12 +81,7 @@ def run(args, bench_main, device: str) -> dict:
     record = {"device": device, "dtypes": {}}
     for dtype in ("float32", "bfloat16"):
         record["dtypes"][dtype] = bench_main(suite_argv(device, dtype, str(args.out)))
-    if hasattr(jaxflow, "MultiScaleRealNVP"):
-        record["images"] = image_rows(device, 8 if device == "cpu" else 64, 2 if device == "cpu" else 5)
-    else:
-        record["images"] = []
-        record["skipped"] = "jaxflow.MultiScaleRealNVP: not in this jaxflow (the image-flows issue)"
-        print(f"bench: skipping {record['skipped']}")
+    record["images"] = image_rows(device, 8 if device == "cpu" else 64, 2 if device == "cpu" else 5)
     lines = [f"{'dtype':<9} {'config':<26} {'op':<11} {'implementation':<14} {'samples/s':>11} {'%peak':>6} {'compile s':>9}"]
     for dtype, part in record["dtypes"].items():
         for r in part["results"]:

@@ -155,8 +155,8 @@ def test_fit_run_times_the_loop_the_bare_step_and_torch(tmp_path):
 
 
 def test_accelerator_suite_runs_on_the_cpu(tmp_path):
-    """``python -m bench --suite accelerator --device cpu``: both dtypes, every op, one JSON; the image
-    model is timed when this jaxflow has it and named as skipped otherwise."""
+    """``python -m bench --suite accelerator --device cpu``: both dtypes, every op, one JSON, and the
+    (smoke-sized) image model."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "bench", "--suite", "accelerator", "--device", "cpu", "--out",
                            str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -167,7 +167,5 @@ def test_accelerator_suite_runs_on_the_cpu(tmp_path):
         assert part["environment"]["dtype"] == dtype
         assert {(r["op"], r["implementation"]) for r in part["results"]} == {
             (op, name) for op in OPS for name in ("jaxflow scan", "jaxflow unrolled", "torch eager")}
-    if hasattr(jaxflow, "MultiScaleRealNVP"):
-        assert {r["op"] for r in record["images"]} == set(OPS)
-    else:
-        assert record["images"] == [] and "MultiScaleRealNVP" in record["skipped"]
+    assert {r["op"] for r in record["images"]} == set(OPS)
+    assert {r["config"] for r in record["images"]} == {"MultiScaleRealNVP 8x8x1"}
