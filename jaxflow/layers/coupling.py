@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxflow.core.layer import Layer
-from jaxflow.layers.masks import Mask, check_mask, image_mask, resolve_mask
+from jaxflow.layers.masks import Mask, check_image_mask, check_mask, image_mask, resolve_mask
 from jaxflow.layers.scales import SCALES, scale_map
 from jaxflow.nets.mlp import MLP
 from jaxflow.nets.resnet import ResNet
@@ -104,10 +104,10 @@ class AffineCoupling(Layer):
     def check(self, event_shape, context_dim):
         if len(event_shape) == 1:
             check_mask(self.mask, event_shape[0])
-            wanted, found = MLP, "an image mask or conditioner"
+            wanted = MLP
         elif len(event_shape) == 3:
-            image_mask(self.mask, self.flip, tuple(event_shape))
-            wanted, found = ResNet, "a vector mask or conditioner"
+            check_image_mask(self.mask, tuple(event_shape))
+            wanted = ResNet
         else:
             raise ValueError(f"AffineCoupling: acts on vector events (D,) or images (H, W, C), "
                              f"got event shape {tuple(event_shape)}")
