@@ -132,10 +132,16 @@ class MultiScaleRealNVP(FlowSpec):
     coupling preceded by an :class:`~jaxflow.ActNorm` (``actnorm=True``; the paper's batch
     normalisation, as Glow) and conditioned by ``ResNet(channels, num_blocks)`` with its last
     convolution zero (every coupling starts as the identity). Pairs of identical couplings run
-    as one ``lax.scan`` (:class:`~jaxflow.Repeat`). ``f`` maps ``(..., H, W, C)`` to a latent of
+    as one ``lax.scan`` (:class:`~jaxflow.Repeat`), unrolled by ``scan_unroll``. ``f`` maps ``(..., H, W, C)`` to a latent of
     the same shape (the factored coordinates put back in place by the ``Unsqueeze``), and
     ``log_prob`` uses ``N(0, I)`` over all ``H W C`` coordinates. ``H`` and ``W`` must divide
     by ``2 ** (num_scales - 1)``.
+
+    ``scan_unroll`` is each ``Repeat``'s ``unroll`` (at most its length); ``True`` (stored as
+    ``couplings_per_scale``), the default, unrolls them all. On XLA:CPU a convolution's gradient
+    inside a ``lax.scan`` loop body runs 30-80x slower than outside one (``bench/conv_scan.py``),
+    and the default ``couplings_per_scale=3`` makes every ``Repeat`` one pair, so unrolling costs
+    no compile time there; ``1`` keeps compile time flat for deep scales on accelerators.
     """
 
     event_shape: tuple[int, int, int]
@@ -149,6 +155,7 @@ class MultiScaleRealNVP(FlowSpec):
     actnorm: bool = True
     negative_slope: float = 0.01
     compute_dtype: Optional[str] = None
+    scan_unroll: int | bool = True
     context_dim: int = 0
 
     context_affine = None
@@ -162,6 +169,9 @@ class MultiScaleRealNVP(FlowSpec):
         require_int("MultiScaleRealNVP", "couplings_per_scale", self.couplings_per_scale, 1, 2**10)
         if not isinstance(self.actnorm, bool):
             raise TypeError(f"MultiScaleRealNVP: actnorm must be a bool, got {self.actnorm!r}")
+        if isinstance(self.scan_unroll, bool):  # normalised to an int, as RealNVP's
+            object.__setattr__(self, "scan_unroll", self.couplings_per_scale if self.scan_unroll else 1)
+        require_int("MultiScaleRealNVP", "scan_unroll", self.scan_unroll, 1)
         factor = 2 ** (self.num_scales - 1)
         height, width = self.event_shape[:2]
         if isinstance(height, int) and isinstance(width, int) and (height % factor or width % factor):
@@ -179,7 +189,8 @@ class MultiScaleRealNVP(FlowSpec):
 
     def _couplings(self, mask: str, n: int) -> list[Layer]:
         """``n`` couplings alternating ``flip``: pairs as one ``Repeat``, and one more if ``n`` is odd."""
-        layers = [Repeat(Chain(self._coupling(mask, False), self._coupling(mask, True)), n // 2)] if n >= 2 else []
+        pair = Chain(self._coupling(mask, False), self._coupling(mask, True))
+        layers = [Repeat(pair, n // 2, unroll=min(self.scan_unroll, n // 2))] if n >= 2 else []
         return layers + [self._coupling(mask, False)] * (n % 2)
 
     def _scale(self, index: int) -> Layer:

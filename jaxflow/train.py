@@ -343,8 +343,7 @@ def _train_step(flow: FlowSpec, config: TrainConfig, mesh: Mesh) -> Callable:
         loss, grads = jax.value_and_grad(loss_fn)(params, rows, x, context)
         with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes int32 counts with floats
             updates, new_opt_state = tx.update(grads, opt_state, params)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(jnp.isfinite(loss), a, b), new, old)
-        return keep(optax.apply_updates(params, updates), params), keep(new_opt_state, opt_state), loss
+        return optax.apply_updates(params, updates), new_opt_state, loss
 
     def chunk(params, opt_state, rng, k, n, x, context):
         dtype = params_dtype(params)
@@ -353,13 +352,18 @@ def _train_step(flow: FlowSpec, config: TrainConfig, mesh: Mesh) -> Callable:
             params, opt_state, finite_so_far = carry
             active = finite_so_far & (i < n)
             key = jax.random.fold_in(jax.random.wrap_key_data(rng), k + i)
-            params, opt_state, loss = jax.lax.cond(
-                active, lambda p, s: step(p, s, key, x, context),
-                lambda p, s: (p, s, jnp.array(jnp.nan, dtype)), params, opt_state)
-            return (params, opt_state, active & jnp.isfinite(loss)), loss
+            new_params, new_opt_state, loss = step(params, opt_state, key, x, context)
+            # a select, not lax.cond: XLA:CPU runs convolution gradients inside a conditional's
+            # (or a loop's) body 20-80x slower (bench/conv_scan.py); an inactive step is discarded
+            keep = active & jnp.isfinite(loss)
+            select = lambda new, old: jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, old)
+            loss = jnp.where(active, loss, jnp.array(jnp.nan, dtype))
+            return (select(new_params, params), select(new_opt_state, opt_state), keep), loss
 
+        # unroll=0 for K == 1: straight-line code, no while loop around the step (see above)
         (params, opt_state, _), losses = jax.lax.scan(body, (params, opt_state, jnp.array(True)),
-                                                      jnp.arange(config.steps_per_call, dtype=jnp.int32))
+                                                      jnp.arange(config.steps_per_call, dtype=jnp.int32),
+                                                      unroll=0 if config.steps_per_call == 1 else 1)
         return params, opt_state, losses
 
     return jax.jit(chunk, donate_argnums=(0, 1), out_shardings=NamedSharding(mesh, PartitionSpec()))

@@ -187,8 +187,10 @@ class Repeat(_Composite):
 
     The copies' params are ``layer``'s params with every leaf stacked on a leading axis of size
     ``n`` (copy 0 applied first in ``f``), so the traced program, and the compile time, do not grow
-    with ``n``. ``unroll`` is the scan's ``unroll`` (``True`` unrolls all ``n``; stored as ``n``).
-    The layer must keep the event shape.
+    with ``n``. ``unroll`` is the scan's ``unroll`` (``True`` unrolls all ``n``; stored as ``n``);
+    ``unroll >= n`` leaves no loop at all, not even one of one trip (XLA:CPU runs convolution
+    gradients in a loop body 30-80x slower, ``bench/conv_scan.py``). The layer must keep the
+    event shape.
     """
 
     layer: Layer
@@ -229,8 +231,12 @@ class Repeat(_Composite):
             return (z, total + ld), None
 
         (z, total), _ = jax.lax.scan(step, (x, zero_log_det(x, event_shape)), params, length=self.n,
-                                     unroll=self.unroll)
+                                     unroll=self._scan_unroll)
         return z, total
+
+    @property
+    def _scan_unroll(self) -> int:
+        return 0 if self.unroll >= self.n else self.unroll  # lax.scan's 0: unrolled, no while loop
 
     def _stack(self, steps):
         return steps[::-1]  # the reversed scan stacked them by layer index; g applies the last layer first
@@ -242,5 +248,5 @@ class Repeat(_Composite):
             return (x, total + ld), (x if keep_steps else None)
 
         (x, total), steps = jax.lax.scan(step, (z, zero_log_det(z, event_shape)), params, length=self.n,
-                                         reverse=True, unroll=self.unroll)
+                                         reverse=True, unroll=self._scan_unroll)
         return x, total, steps
