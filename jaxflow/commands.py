@@ -28,7 +28,7 @@ from jaxflow.core.layer import Chain, Repeat
 from jaxflow.core.serialize import model_json, spec_to_json
 from jaxflow.core.spec import Flow, FlowSpec
 from jaxflow.data import BUILTIN, DataError, Splits, dequantized, load_arrays, load_dataset
-from jaxflow.io import LOCK_FILE, RunLocked, atomic_output, is_temporary, locked, remove_stale_temporaries
+from jaxflow.io import LOCK_FILE, RunLocked, atomic_output, atomic_write, is_temporary, locked, remove_stale_temporaries
 from jaxflow.layers.coupling import AffineCoupling
 from jaxflow.layers.elementwise import Affine
 from jaxflow.layers.logit import Logit
@@ -77,11 +77,45 @@ def _differences(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
 
+#: ``RUN_DIR/history.csv``: the learning curve, a row per validation (:func:`_history_writer`)
+HISTORY_FILE = "history.csv"
+HISTORY_COLUMNS = ("step", "seconds", "train_steps", "train_nll", "val_nll", "train_bits_per_dim", "val_bits_per_dim")
+
+
+def _history_writer(run_dir: str, resumed_step: int, event_size: int, levels: Optional[int]):
+    """``log(step, train_nll, val_nll)`` for :func:`~jaxflow.train.fit` that appends a row to
+    ``RUN_DIR/history.csv``: NLLs in nats on the data's own units (the pixel lattice for pixel
+    data, as ``eval`` prints; ``train_nll`` is the mean batch NLL of the ``train_steps`` steps
+    since the previous row or, in a resumed session's first row, since the resume) and their
+    bits/dim, ``seconds`` of training wall time, summed over resumed sessions. A resumed
+    run first drops the rows past its checkpoint's step (a crash after the row, before the
+    checkpoint), so every step appears once."""
+    path = os.path.join(run_dir, HISTORY_FILE)
+    header = ",".join(HISTORY_COLUMNS) + "\n"
+    rows = []
+    if resumed_step and os.path.exists(path):
+        with open(path) as handle:
+            rows = [line for line in handle.readlines()[1:] if int(line.split(",", 1)[0]) <= resumed_step]
+    offset = float(rows[-1].split(",")[1]) if rows else 0.0
+    atomic_write(path, (header + "".join(rows)).encode())
+    start, previous_step = time.perf_counter(), [resumed_step]
+
+    def log(step: int, train_nll: float, val_nll: float) -> None:
+        nats = [lattice_nll(nll, event_size, levels) for nll in (train_nll, val_nll)]
+        seconds = offset + time.perf_counter() - start
+        values = ",".join(f"{v:.6f}" for v in (*nats, *(bits_per_dim(n, event_size) for n in nats)))
+        with open(path, "a") as handle:
+            handle.write(f"{step},{seconds:.1f},{step - previous_step[0]},{values}\n")
+        previous_step[0] = step
+
+    return log
+
+
 def _refuse_foreign(run_dir: str) -> None:
     """Refuse a directory that holds files but no jaxflow run (jaxflow's lock and temporaries aside)."""
     if checkpoint.exists(run_dir):
         return
-    if any(name != LOCK_FILE and not is_temporary(name) for name in os.listdir(run_dir)):
+    if any(name not in (LOCK_FILE, HISTORY_FILE) and not is_temporary(name) for name in os.listdir(run_dir)):
         raise CLIError(f"{run_dir}: directory is not empty and holds no jaxflow run; choose another --out")
 
 
@@ -182,11 +216,14 @@ def _fit_locked(splits: Splits, flow: FlowSpec, config: TrainConfig, run: dict, 
                                f"(about {_checkpoint_bytes(flow)} bytes); the last good checkpoint is kept") from None
             raise
 
+    log = None
+    if writer:
+        log = _history_writer(run_dir, previous.state.step if previous else 0, flow.event_size, splits.levels)
     start = time.perf_counter()
     try:
         result = fit(flow, splits.train, splits.val, config, context_train=splits.train_context,
                      context_val=splits.val_context, state=previous and previous.state, checkpoint=save,
-                     progress=not quiet, mesh=mesh)
+                     progress=not quiet, mesh=mesh, log=log)
     except TrainingDiverged as err:
         raise CLIError(f"{err} (in {run_dir})") from None
     state = result.state

@@ -321,8 +321,10 @@ def make_train_step(flow: FlowSpec, config: TrainConfig, mesh: Optional[Mesh] = 
     ``k, ..., k + n - 1`` (``1 <= n <= K``) and returns ``losses (K,)``, ``losses[i]`` the batch
     mean NLL of step ``k + i``; an update is applied only while every loss so far is finite, so
     after a non-finite ``losses[i]`` the returned parameters are those after step ``k + i - 1``
-    and later entries are NaN, as are those past ``n``. The parameter and optimiser buffers are
-    donated. With ``mesh`` (default: one device) the batch is sharded over its ``"data"`` axis and
+    and later entries are NaN, as are those past ``n``. All ``K`` steps are computed and the
+    discarded ones dropped by a select (see ``bench/conv_scan.py`` for why not ``lax.cond``), so
+    a chunk cut short at ``eval_every`` or ``steps`` costs a full one. The parameter and optimiser
+    buffers are donated. With ``mesh`` (default: one device) the batch is sharded over its ``"data"`` axis and
     every input and output is replicated. It compiles once (``k`` and ``n`` are traced), and is
     shared by all configs that differ only in ``seed``, ``eval_every`` or ``patience``.
     """
@@ -430,14 +432,15 @@ INIT_ROWS = 1024
 def fit(flow: FlowSpec, x_train, x_val, config: TrainConfig, *, context_train=None, context_val=None,
         state: Optional[TrainState] = None, checkpoint: Optional[Callable[[TrainState], None]] = None,
         progress: bool = True, train_step: Optional[Callable] = None, dtype=jnp.float32,
-        mesh: Optional[Mesh] = None) -> FitResult:
+        mesh: Optional[Mesh] = None, log: Optional[Callable[[int, float, float], None]] = None) -> FitResult:
     """Train ``flow`` on ``x_train (N, D)`` (with ``context_train (N, C)`` for a conditional flow),
     validating on ``x_val``; resumes from ``state`` if given, else starts from :func:`init_state`
     in ``dtype`` with the first :data:`INIT_ROWS` training rows as ``data``.
 
     Pass :func:`standardize`'s flow to fit standardised data. Every ``eval_every`` steps (and at
     the end) the validation NLL is computed, the best parameters kept, and ``checkpoint(state)``
-    called; SIGINT/SIGTERM make the loop call ``checkpoint`` (after the current call of
+    called, then ``log(step, train_nll, val_nll)`` with the mean training batch NLL of the steps
+    since the previous validation (the learning curve); SIGINT/SIGTERM make the loop call ``checkpoint`` (after the current call of
     ``steps_per_call`` steps) and return with status ``"interrupted"``. A non-finite training
     loss raises :class:`TrainingDiverged` naming its step, with the parameters before its update
     and without another checkpoint; a non-finite row in the data is a ``ValueError`` naming it.
@@ -465,6 +468,7 @@ def fit(flow: FlowSpec, x_train, x_val, config: TrainConfig, *, context_train=No
     save = checkpoint or (lambda state: None)
     last_saved = state.step if state.step > 0 else None
     val_nll = state.best_val_nll
+    train_losses = []  # the batch NLLs since the last validation
     with _signals_caught() as received, _progress_bar(config, state, progress) as bar:
         while not is_finished(state, config):
             count = min(config.steps_per_call, config.steps - state.step, config.eval_every - state.step % config.eval_every)
@@ -475,10 +479,14 @@ def fit(flow: FlowSpec, x_train, x_val, config: TrainConfig, *, context_train=No
             state = state._replace(step=state.step + done, params=params, opt_state=opt_state)
             if done < count:
                 raise TrainingDiverged(state.step + 1, float(losses[done]), last_saved, state)
+            train_losses.append(losses)
             if state.step % config.eval_every == 0 or state.step == config.steps:
                 state, val_nll = validate(state)
                 save(state)
                 last_saved = state.step
+                if log is not None:
+                    log(state.step, float(np.concatenate(train_losses).mean()), val_nll)
+                train_losses = []
             if progress:
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", val_nll=f"{val_nll:.4f}", refresh=False)
                 bar.update(count)

@@ -228,6 +228,12 @@ def test_sigint_saves_exits_130_and_resumed_run_is_bit_identical(tmp_path):
     assert a.state.step == b.state.step == steps
     for x, y in zip(jax.tree_util.tree_leaves(a.state), jax.tree_util.tree_leaves(b.state), strict=True):
         np.testing.assert_array_equal(x, y)
+    curves = [np.genfromtxt(tmp_path / name / "history.csv", delimiter=",", names=True) for name in "ab"]
+    assert list(curves[0]["step"]) == list(range(20, steps + 1, 20))  # each validation once, across the resume
+    np.testing.assert_array_equal(curves[0]["val_nll"], curves[1]["val_nll"])
+    resumed_row = curves[0]["step"] == 20 * (stopped_at // 20 + 1)  # averages the steps since the resume only
+    assert list(curves[0]["train_steps"]) == [20 * (stopped_at // 20 + 1) - stopped_at if r else 20 for r in resumed_row]
+    np.testing.assert_array_equal(curves[0]["train_nll"][~resumed_row], curves[1]["train_nll"][~resumed_row])
 
 
 def test_demo_short_mode(tmp_path, capsys):

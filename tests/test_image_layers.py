@@ -154,5 +154,11 @@ def test_jaxflow_fit_on_image_files_trains_a_multiscale_flow_and_refuses_vector_
     assert main(["eval", run, str(tmp_path / "img.npz"), "--levels", "4", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert 0 < result["bits_per_dim"] < 4 and result["gaussian_bits_per_dim"] > 0  # uniform: log2(4) = 2
+    # the learning curve is in eval's units: its best validation row is eval's NLL of the best parameters
+    curve = np.genfromtxt(tmp_path / "run" / "history.csv", delimiter=",", names=True)
+    assert list(curve["step"]) == [5, 10]
+    np.testing.assert_allclose(curve["val_bits_per_dim"], curve["val_nll"] / (16 * np.log(2)), rtol=1e-5)
+    assert main(["eval", run, str(tmp_path / "img.npz"), "--levels", "4", "--json", "--split", "val"]) == 0
+    assert curve["val_nll"].min() == pytest.approx(json.loads(capsys.readouterr().out)["nll_nats"], rel=1e-5)
     assert main(["fit", str(tmp_path / "img.npz"), "--out", str(tmp_path / "r2"), "--hidden-dim", "8", *small]) == 1
     assert "--hidden-dim: not an option of the image model for data of shape (4, 4, 1)" in capsys.readouterr().err
