@@ -37,7 +37,6 @@ import json
 import math
 import os
 import re
-import stat
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -48,7 +47,7 @@ from jax.sharding import Mesh
 from jaxflow.core.layer import Chain
 from jaxflow.core.serialize import spec_from_json, spec_to_json
 from jaxflow.core.spec import Flow, FlowSpec
-from jaxflow.io import atomic_write
+from jaxflow.io import atomic_write, read_regular
 from jaxflow.layers.elementwise import Affine
 from jaxflow.presets import RealNVP
 from jaxflow.train import TrainConfig, TrainState, data_mesh, init_state
@@ -131,22 +130,6 @@ def _metadata_digest(meta: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def _read_regular(path: str, max_bytes: int, what: str) -> bytes:
-    """The bytes of ``path``, a regular file (not a symlink, FIFO or device) of at most ``max_bytes``."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as err:
-        reason = "a symbolic link" if err.errno == 40 else err.strerror
-        raise CheckpointError(f"{path}: cannot read {what} ({reason})") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise CheckpointError(f"{path}: {what} is not a regular file")
-        if info.st_size > max_bytes:
-            raise CheckpointError(f"{path}: {what} is {info.st_size} bytes, more than the {max_bytes} expected")
-        return handle.read(max_bytes + 1)
-
-
 def read_metadata(run_dir: str) -> dict:
     """The validated ``checkpoint.json`` of ``run_dir``."""
     path = os.path.join(run_dir, METADATA)
@@ -154,7 +137,7 @@ def read_metadata(run_dir: str) -> dict:
         raise CheckpointError(f"{run_dir}: no such run directory")
     if not os.path.lexists(path):
         raise CheckpointError(f"{run_dir}: not a jaxflow run (no {METADATA})")
-    raw = _read_regular(path, MAX_METADATA_BYTES, "checkpoint metadata")
+    raw = read_regular(path, MAX_METADATA_BYTES, "checkpoint metadata", CheckpointError)
     try:
         meta = json.loads(raw)
     except RecursionError:
@@ -207,7 +190,7 @@ def _read_payload(run_dir: str, meta: dict) -> bytes:
     if type(size) is not int or not 0 <= size <= 2**40:
         raise CheckpointError(f"{run_dir}: corrupt checkpoint metadata (bad payload size {size!r})")
     path = os.path.join(run_dir, name)
-    payload = _read_regular(path, size, "checkpoint payload")
+    payload = read_regular(path, size, "checkpoint payload", CheckpointError)
     if len(payload) != info.get("bytes"):
         raise CheckpointError(f"{path}: truncated or altered checkpoint ({len(payload)} bytes, "
                               f"expected {info.get('bytes')})")

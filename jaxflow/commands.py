@@ -28,7 +28,8 @@ from jaxflow.core.layer import Chain, Repeat
 from jaxflow.core.serialize import model_json, spec_to_json
 from jaxflow.core.spec import Flow, FlowSpec
 from jaxflow.data import BUILTIN, DataError, Splits, dequantized, load_arrays, load_dataset
-from jaxflow.io import LOCK_FILE, RunLocked, atomic_output, atomic_write, is_temporary, locked, remove_stale_temporaries
+from jaxflow.io import (LOCK_FILE, RunLocked, atomic_output, atomic_write, is_temporary, locked, read_regular,
+                        remove_stale_temporaries)
 from jaxflow.layers.coupling import AffineCoupling
 from jaxflow.layers.elementwise import Affine
 from jaxflow.layers.logit import Logit
@@ -79,6 +80,7 @@ def _differences(old: dict, new: dict) -> list[str]:
 
 #: ``RUN_DIR/history.csv``: the learning curve, a row per validation (:func:`_history_writer`)
 HISTORY_FILE = "history.csv"
+MAX_HISTORY_BYTES = 2**26
 HISTORY_COLUMNS = ("step", "seconds", "train_steps", "train_nll", "val_nll", "train_bits_per_dim", "val_bits_per_dim")
 
 
@@ -94,9 +96,16 @@ def _history_writer(run_dir: str, resumed_step: int, event_size: int, levels: Op
     header = ",".join(HISTORY_COLUMNS) + "\n"
     rows = []
     if resumed_step and os.path.exists(path):
-        with open(path) as handle:
-            rows = [line for line in handle.readlines()[1:] if int(line.split(",", 1)[0]) <= resumed_step]
-    offset = float(rows[-1].split(",")[1]) if rows else 0.0
+        lines = read_regular(path, MAX_HISTORY_BYTES, "the learning curve", CLIError).decode(errors="replace")
+        lines = lines.splitlines(keepends=True)[1:]
+        try:
+            rows = [line for line in lines if int(line.split(",", 1)[0]) <= resumed_step]
+            offset = float(rows[-1].split(",")[1]) if rows else 0.0
+        except (ValueError, IndexError):
+            raise CLIError(f"{path}: not a jaxflow learning curve ({', '.join(HISTORY_COLUMNS)}); "
+                           "move it away to resume") from None
+    else:
+        offset = 0.0
     atomic_write(path, (header + "".join(rows)).encode())
     start, previous_step = time.perf_counter(), [resumed_step]
 
@@ -201,6 +210,9 @@ def _fit_locked(splits: Splits, flow: FlowSpec, config: TrainConfig, run: dict, 
     free = shutil.disk_usage(run_dir).free if writer else needed
     if free < needed:
         raise CLIError(f"{run_dir}: {free} bytes free on its device, a checkpoint needs about {needed}")
+    log = None
+    if writer:
+        log = _history_writer(run_dir, previous.state.step if previous else 0, flow.event_size, splits.levels)
     if previous is not None:
         flow = previous.flow
         if writer:
@@ -216,9 +228,6 @@ def _fit_locked(splits: Splits, flow: FlowSpec, config: TrainConfig, run: dict, 
                                f"(about {_checkpoint_bytes(flow)} bytes); the last good checkpoint is kept") from None
             raise
 
-    log = None
-    if writer:
-        log = _history_writer(run_dir, previous.state.step if previous else 0, flow.event_size, splits.levels)
     start = time.perf_counter()
     try:
         result = fit(flow, splits.train, splits.val, config, context_train=splits.train_context,

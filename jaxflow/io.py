@@ -15,10 +15,11 @@ import errno
 import fcntl
 import os
 import re
+import stat
 import tempfile
 from typing import Iterator
 
-__all__ = ["atomic_write", "atomic_output", "is_temporary", "remove_stale_temporaries", "RunLocked", "locked",
+__all__ = ["atomic_write", "read_regular", "atomic_output", "is_temporary", "remove_stale_temporaries", "RunLocked", "locked",
            "LOCK_FILE"]
 
 _TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)-[^/]*$")
@@ -101,3 +102,20 @@ def locked(directory: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def read_regular(path: str, max_bytes: int, what: str, error: type[Exception]) -> bytes:
+    """The bytes of ``path``, a regular file (not a symlink, FIFO or device) of at most ``max_bytes``;
+    anything else raises ``error`` with a one-line message naming ``what``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as err:
+        reason = "a symbolic link" if err.errno == 40 else err.strerror
+        raise error(f"{path}: cannot read {what} ({reason})") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise error(f"{path}: {what} is not a regular file")
+        if info.st_size > max_bytes:
+            raise error(f"{path}: {what} is {info.st_size} bytes, more than the {max_bytes} expected")
+        return handle.read(max_bytes + 1)

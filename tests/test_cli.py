@@ -270,3 +270,18 @@ def test_help_and_import_do_not_load_jax():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_damaged_learning_curve_stops_the_resume_in_one_line(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["fit", "moons", "--out", run_dir, "--steps", "20", "--eval-every", "10", *TINY]
+    assert _run(capsys, *argv)[0] == 0
+    ckpt = checkpoint.load(str(run_dir))
+    checkpoint.save(str(run_dir), ckpt.flow, ckpt.config, ckpt.state._replace(step=10), ckpt.run)  # resumable
+    (run_dir / "history.csv").write_text("step,seconds\nnot a number,1\n")
+    status, _, err = _run(capsys, *argv)
+    assert status == 1 and err.count("\n") == 1 and "history.csv: not a jaxflow learning curve" in err
+    (run_dir / "history.csv").unlink()
+    (run_dir / "history.csv").symlink_to("/dev/zero")
+    status, _, err = _run(capsys, *argv)
+    assert status == 1 and "cannot read the learning curve (a symbolic link)" in err
