@@ -4,8 +4,9 @@ On a CUDA machine (``--device gpu``, the default there): the small, medium and l
 configurations in float32 (``jax.default_matmul_precision("highest")``, no TF32 in torch) and in
 bfloat16, jaxflow against torchref eager and ``torch.compile``, ``log_prob`` / ``sample`` / train
 step, with samples/s, the fraction of the measured matmul peak and compile (warm-up) times
-(:func:`bench.__main__.main` once per dtype); then ``jaxflow fit mnist``'s ``jaxflow.MultiScaleRealNVP`` on 28x28x1
-images (images/s and compile seconds of each operation; an 8x8x1 smoke model on CPU). Writes ``<out>/<stem>_accelerator.json`` and prints a table. Sized to finish
+(:func:`bench.__main__.main` once per dtype); then the README's accelerator MNIST model, a
+``jaxflow.MultiScaleRealNVP`` on 28x28x1 images (images/s and compile seconds of each operation;
+an 8x8x1 smoke model on CPU). Writes ``<out>/<stem>_accelerator.json`` and prints a table. Sized to finish
 in under 8 minutes on one GPU: 5 rounds, no batch sweep, compile times at depths 4 and 16 in
 float32 only. ``--device cpu`` runs the same suite at smoke sizes (small configuration, batch 64,
 2 rounds, no ``torch.compile``, which spends minutes compiling C++ on a CPU): the test suite's run.
@@ -23,7 +24,7 @@ from bench.report import result_stem, write_json
 
 __all__ = ["suite_argv", "image_rows", "run"]
 
-#: the image model: ``jaxflow fit mnist``'s MultiScaleRealNVP on an accelerator; a smoke-sized one on CPU
+#: the image model: the README's accelerator MNIST command's MultiScaleRealNVP on a GPU; a smoke-sized one on CPU
 IMAGE_MODELS = {
     "gpu": dict(event_shape=(28, 28, 1), num_scales=3, channels=64, num_blocks=4),
     "cpu": dict(event_shape=(8, 8, 1), num_scales=2, channels=8, num_blocks=1),
