@@ -48,6 +48,7 @@ def _conv_calls() -> dict:
     return {f"conv grad, {name}": (lambda g=g: jax.block_until_ready(g(kernels, x))) for name, g in grads.items()}
 
 
+
 def _flow_calls() -> dict:
     x = jax.random.uniform(jax.random.key(2), (256, 8, 8, 1), minval=0.05, maxval=0.95)
     calls = {}
@@ -60,21 +61,26 @@ def _flow_calls() -> dict:
     return calls
 
 
+#: each group of contenders and the one its slowdowns are relative to
+GROUPS = {"conv grad, straight": _conv_calls, "MultiScaleRealNVP grad, unrolled": _flow_calls}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    calls = {**_conv_calls(), **_flow_calls()}
+    groups = {baseline: make() for baseline, make in GROUPS.items()}
+    calls = {name: call for group in groups.values() for name, call in group.items()}
     for call in calls.values():  # warm-up: compile
         call()
     samples = interleaved_rounds(calls, args.rounds, min_seconds=0.2)
     print(f"{jax.default_backend()} ({platform.processor() or platform.machine()}), jax {jax.__version__}, "
           f"{args.rounds} interleaved rounds; median ms [min, max], slowdown vs straight-line in the same round")
-    baselines = {"conv": "conv grad, straight", "Mult": "MultiScaleRealNVP grad, unrolled"}
-    for name, values in samples.items():
-        s = spread(values)
-        slowdown = np.median(ratios_per_round(values, samples[baselines[name[:4]]]))
-        print(f"  {name:34s} {1e3 * s['median']:9.1f} [{1e3 * s['min']:.1f}, {1e3 * s['max']:.1f}]  x{slowdown:.1f}")
+    for baseline, group in groups.items():
+        for name in group:
+            s = spread(samples[name])
+            slowdown = np.median(ratios_per_round(samples[name], samples[baseline]))
+            print(f"  {name:34s} {1e3 * s['median']:9.1f} [{1e3 * s['min']:.1f}, {1e3 * s['max']:.1f}]  x{slowdown:.1f}")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def _history_writer(run_dir: str, resumed_step: int, event_size: int, levels: Op
     checkpoint), so every step appears once."""
     path = os.path.join(run_dir, HISTORY_FILE)
     header = ",".join(HISTORY_COLUMNS) + "\n"
-    rows = []
+    rows, offset = [], 0.0
     if resumed_step and os.path.exists(path):
         lines = read_regular(path, MAX_HISTORY_BYTES, "the learning curve", CLIError).decode(errors="replace")
         lines = lines.splitlines(keepends=True)[1:]
@@ -104,18 +104,17 @@ def _history_writer(run_dir: str, resumed_step: int, event_size: int, levels: Op
         except (ValueError, IndexError):
             raise CLIError(f"{path}: not a jaxflow learning curve ({', '.join(HISTORY_COLUMNS)}); "
                            "move it away to resume") from None
-    else:
-        offset = 0.0
     atomic_write(path, (header + "".join(rows)).encode())
-    start, previous_step = time.perf_counter(), [resumed_step]
+    start, previous_step = time.perf_counter(), resumed_step
 
     def log(step: int, train_nll: float, val_nll: float) -> None:
+        nonlocal previous_step
         nats = [lattice_nll(nll, event_size, levels) for nll in (train_nll, val_nll)]
         seconds = offset + time.perf_counter() - start
         values = ",".join(f"{v:.6f}" for v in (*nats, *(bits_per_dim(n, event_size) for n in nats)))
         with open(path, "a") as handle:
-            handle.write(f"{step},{seconds:.1f},{step - previous_step[0]},{values}\n")
-        previous_step[0] = step
+            handle.write(f"{step},{seconds:.1f},{step - previous_step},{values}\n")
+        previous_step = step
 
     return log
 

@@ -19,8 +19,8 @@ import stat
 import tempfile
 from typing import Iterator
 
-__all__ = ["atomic_write", "read_regular", "atomic_output", "is_temporary", "remove_stale_temporaries", "RunLocked", "locked",
-           "LOCK_FILE"]
+__all__ = ["atomic_write", "read_regular", "atomic_output", "is_temporary", "remove_stale_temporaries", "RunLocked",
+           "locked", "LOCK_FILE"]
 
 _TEMPORARY = re.compile(r"^\..+\.tmp-(\d+)-[^/]*$")
 

@@ -132,14 +132,14 @@ class MultiScaleRealNVP(FlowSpec):
     coupling preceded by an :class:`~jaxflow.ActNorm` (``actnorm=True``; the paper's batch
     normalisation, as Glow) and conditioned by ``ResNet(channels, num_blocks)`` with its last
     convolution zero (every coupling starts as the identity). Pairs of identical couplings run
-    as one ``lax.scan`` (:class:`~jaxflow.Repeat`), unrolled by ``scan_unroll``. ``f`` maps ``(..., H, W, C)`` to a latent of
-    the same shape (the factored coordinates put back in place by the ``Unsqueeze``), and
+    as one ``lax.scan`` (:class:`~jaxflow.Repeat`), unrolled by ``scan_unroll``. ``f`` maps
+    ``(..., H, W, C)`` to a latent of the same shape (the factored coordinates put back in place by the ``Unsqueeze``), and
     ``log_prob`` uses ``N(0, I)`` over all ``H W C`` coordinates. ``H`` and ``W`` must divide
     by ``2 ** (num_scales - 1)``.
 
     ``scan_unroll`` is each ``Repeat``'s ``unroll`` (at most its length); ``True`` (stored as
     ``couplings_per_scale``), the default, unrolls them all. On XLA:CPU a convolution's gradient
-    inside a ``lax.scan`` loop body runs 30-80x slower than outside one (``bench/conv_scan.py``),
+    inside a ``lax.scan`` loop body runs ~40x slower than outside one (``bench/conv_scan.py``),
     and the default ``couplings_per_scale=3`` makes every ``Repeat`` one pair, so unrolling costs
     no compile time there; ``1`` keeps compile time flat for deep scales on accelerators.
     """

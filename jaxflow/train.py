@@ -324,8 +324,8 @@ def make_train_step(flow: FlowSpec, config: TrainConfig, mesh: Optional[Mesh] = 
     and later entries are NaN, as are those past ``n``. All ``K`` steps are computed and the
     discarded ones dropped by a select (see ``bench/conv_scan.py`` for why not ``lax.cond``), so
     a chunk cut short at ``eval_every`` or ``steps`` costs a full one. The parameter and optimiser
-    buffers are donated. With ``mesh`` (default: one device) the batch is sharded over its ``"data"`` axis and
-    every input and output is replicated. It compiles once (``k`` and ``n`` are traced), and is
+    buffers are donated. With ``mesh`` (default: one device) the batch is sharded over its
+    ``"data"`` axis and every input and output is replicated. It compiles once (``k`` and ``n`` are traced), and is
     shared by all configs that differ only in ``seed``, ``eval_every`` or ``patience``.
     """
     return _train_step(flow, dataclasses.replace(config, seed=0, eval_every=1, patience=0), mesh or data_mesh(1))
@@ -356,7 +356,7 @@ def _train_step(flow: FlowSpec, config: TrainConfig, mesh: Mesh) -> Callable:
             key = jax.random.fold_in(jax.random.wrap_key_data(rng), k + i)
             new_params, new_opt_state, loss = step(params, opt_state, key, x, context)
             # a select, not lax.cond: XLA:CPU runs convolution gradients inside a conditional's
-            # (or a loop's) body 20-80x slower (bench/conv_scan.py); an inactive step is discarded
+            # (or a loop's) body ~40x slower (bench/conv_scan.py); an inactive step is discarded
             keep = active & jnp.isfinite(loss)
             select = lambda new, old: jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, old)
             loss = jnp.where(active, loss, jnp.array(jnp.nan, dtype))
@@ -440,8 +440,8 @@ def fit(flow: FlowSpec, x_train, x_val, config: TrainConfig, *, context_train=No
     Pass :func:`standardize`'s flow to fit standardised data. Every ``eval_every`` steps (and at
     the end) the validation NLL is computed, the best parameters kept, and ``checkpoint(state)``
     called, then ``log(step, train_nll, val_nll)`` with the mean training batch NLL of the steps
-    since the previous validation (the learning curve); SIGINT/SIGTERM make the loop call ``checkpoint`` (after the current call of
-    ``steps_per_call`` steps) and return with status ``"interrupted"``. A non-finite training
+    since the previous validation (the learning curve); SIGINT/SIGTERM make the loop call
+    ``checkpoint`` (after the current call of ``steps_per_call`` steps) and return with status ``"interrupted"``. A non-finite training
     loss raises :class:`TrainingDiverged` naming its step, with the parameters before its update
     and without another checkpoint; a non-finite row in the data is a ``ValueError`` naming it.
     ``train_step`` (from :func:`make_train_step`, for the same ``mesh``) may be passed to reuse

@@ -232,7 +232,8 @@ def test_sigint_saves_exits_130_and_resumed_run_is_bit_identical(tmp_path):
     assert list(curves[0]["step"]) == list(range(20, steps + 1, 20))  # each validation once, across the resume
     np.testing.assert_array_equal(curves[0]["val_nll"], curves[1]["val_nll"])
     resumed_row = curves[0]["step"] == 20 * (stopped_at // 20 + 1)  # averages the steps since the resume only
-    assert list(curves[0]["train_steps"]) == [20 * (stopped_at // 20 + 1) - stopped_at if r else 20 for r in resumed_row]
+    first_after_resume = 20 * (stopped_at // 20 + 1) - stopped_at
+    assert list(curves[0]["train_steps"]) == [first_after_resume if r else 20 for r in resumed_row]
     np.testing.assert_array_equal(curves[0]["train_nll"][~resumed_row], curves[1]["train_nll"][~resumed_row])
 
 

@@ -189,7 +189,7 @@ class Repeat(_Composite):
     ``n`` (copy 0 applied first in ``f``), so the traced program, and the compile time, do not grow
     with ``n``. ``unroll`` is the scan's ``unroll`` (``True`` unrolls all ``n``; stored as ``n``);
     ``unroll >= n`` leaves no loop at all, not even one of one trip (XLA:CPU runs convolution
-    gradients in a loop body 30-80x slower, ``bench/conv_scan.py``). The layer must keep the
+    gradients in a loop body ~40x slower, ``bench/conv_scan.py``). The layer must keep the
     event shape.
     """
 
