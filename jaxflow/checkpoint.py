@@ -52,7 +52,8 @@ from jaxflow.layers.elementwise import Affine
 from jaxflow.presets import RealNVP
 from jaxflow.train import TrainConfig, TrainState, data_mesh, init_state
 
-__all__ = ["CheckpointError", "Checkpoint", "FORMAT", "VERSION", "METADATA", "exists", "save", "read_metadata", "load"]
+__all__ = ["CheckpointError", "Checkpoint", "FORMAT", "VERSION", "METADATA", "exists", "is_payload", "save",
+           "read_metadata", "load"]
 
 FORMAT = "jaxflow-checkpoint"
 VERSION = 2
@@ -79,6 +80,11 @@ class Checkpoint(NamedTuple):
 def exists(run_dir: str) -> bool:
     """Whether ``run_dir`` holds a checkpoint's metadata file (valid or not)."""
     return os.path.isfile(os.path.join(run_dir, METADATA))
+
+
+def is_payload(name: str) -> bool:
+    """Whether the file ``name`` is named like a payload :func:`save` writes (the state of one step)."""
+    return _PAYLOAD_NAME.match(name) is not None
 
 
 def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, run: dict[str, Any],
@@ -158,6 +164,11 @@ def read_metadata(run_dir: str) -> dict:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata (step {meta['step']!r} is not in [0, 2^31 - 1])")
     if meta["dtype"] not in ("float32", "float64"):
         raise CheckpointError(f"{path}: corrupt checkpoint metadata (dtype {meta['dtype']!r})")
+    best = meta.get("best_val_nll")
+    if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float)) or not math.isfinite(best)):
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata (best_val_nll {best!r} is not a finite number)")
+    if not isinstance(meta.get("devices", {}), dict):
+        raise CheckpointError(f"{path}: corrupt checkpoint metadata (devices must be an object)")
     if meta["version"] >= 2 and meta.get("metadata_sha256") != _metadata_digest(meta):
         raise CheckpointError(f"{path}: checkpoint metadata fails its SHA-256 check (edited or corrupt)")
     return meta
@@ -185,7 +196,7 @@ def _config(meta: dict, path: str) -> TrainConfig:
 def _read_payload(run_dir: str, meta: dict) -> bytes:
     info = meta["payload"]
     name, size = info.get("file"), info.get("bytes")
-    if not isinstance(name, str) or not _PAYLOAD_NAME.match(name):
+    if not isinstance(name, str) or not is_payload(name):
         raise CheckpointError(f"{run_dir}: corrupt checkpoint metadata (bad payload name {name!r})")
     if type(size) is not int or not 0 <= size <= 2**40:
         raise CheckpointError(f"{run_dir}: corrupt checkpoint metadata (bad payload size {size!r})")

@@ -219,7 +219,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     (:mod:`jaxflow.commands`) are imported after parsing.
     """
     args = _parser().parse_args(argv)
-    from jaxflow import commands
+    try:
+        from jaxflow import commands
+    except KeyboardInterrupt:  # Ctrl-C while jax loads, before commands.run handles signals
+        print("jaxflow: interrupted by SIGINT", file=sys.stderr)
+        return 130  # 128 + SIGINT
 
     return commands.run(args)
 

@@ -6,6 +6,8 @@ line ``jaxflow: error: ...`` and an exit status (see :mod:`jaxflow.cli`).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -13,7 +15,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from typing import Optional, Sequence
 
@@ -25,15 +29,16 @@ from jaxflow.baselines import gaussian_nll
 from jaxflow.cli import DEFAULTS, IMAGE_MODEL_OPTIONS, MAX_SAMPLES, VECTOR_MODEL_OPTIONS, CLIError, defaults_for
 from jaxflow.core.flow import sample
 from jaxflow.core.layer import Chain, Repeat
-from jaxflow.core.serialize import model_json, spec_to_json
+from jaxflow.core.serialize import model_differences, spec_to_json
 from jaxflow.core.spec import Flow, FlowSpec
 from jaxflow.data import BUILTIN, DataError, Splits, dequantized, load_arrays, load_dataset
-from jaxflow.io import (LOCK_FILE, RunLocked, atomic_output, atomic_write, is_temporary, locked, read_regular,
-                        remove_stale_temporaries)
+from jaxflow.io import (LOCK_FILE, RunLocked, UnsafeFile, atomic_output, atomic_write, is_temporary, locked,
+                        read_regular, remove_stale_temporaries)
 from jaxflow.layers.coupling import AffineCoupling
 from jaxflow.layers.elementwise import Affine
 from jaxflow.layers.logit import Logit
 from jaxflow.layers.masks import image_mask
+from jaxflow.layers.names import PREPROCESSING
 from jaxflow.layers.permute import Permute
 from jaxflow.nets.mlp import MLP
 from jaxflow.presets import MultiScaleRealNVP, RealNVP
@@ -44,11 +49,44 @@ __all__ = ["run"]
 
 
 class _Interrupted(Exception):
-    """``fit`` stopped by a signal after saving; the exit status is ``128 + signal``."""
+    """A command stopped by SIGINT or SIGTERM (``fit`` after saving, with its own ``message``);
+    the exit status is ``128 + signal``."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, message: Optional[str] = None):
         super().__init__(signum)
         self.signum = signum
+        self.message = message or f"interrupted by {signal.Signals(signum).name}"
+
+
+def _interrupt(signum: int, frame) -> None:
+    """The handler of SIGINT and SIGTERM while a command runs (outside ``fit``'s training loop,
+    which saves first): unwind, so that ``finally`` blocks remove temporaries and release the lock."""
+    raise _Interrupted(signum)
+
+
+def _ignore_signals_at_exit() -> None:
+    """SIGINT and SIGTERM are ignored once the interpreter exits: the command is over (and a fit
+    saved), and a late Ctrl-C would print a traceback from jax's own exit handlers. Registered
+    after them (jax is imported above), so it runs before them."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+atexit.register(_ignore_signals_at_exit)
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """:func:`_interrupt` handles SIGINT and SIGTERM in the block (in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _check_output(path: str, extensions: Sequence[str], force: bool) -> None:
@@ -84,26 +122,52 @@ MAX_HISTORY_BYTES = 2**26
 HISTORY_COLUMNS = ("step", "seconds", "train_steps", "train_nll", "val_nll", "train_bits_per_dim", "val_bits_per_dim")
 
 
+def _history_rows(path: str, resumed_step: int) -> list[str]:
+    """The rows of ``path`` (a learning curve) that a run resumed at ``resumed_step`` keeps.
+
+    A row is kept if it is well formed (:data:`HISTORY_COLUMNS`: integer steps, finite numbers),
+    follows the kept rows (step and seconds increasing) and is not past ``resumed_step`` (rows
+    past it were written after the checkpoint, by a run that crashed before its next one). Any
+    other row (damaged, or half written when the disk filled) is dropped with one warning line; a
+    file without the header is not a learning curve, and refused in one line."""
+    text = read_regular(path, MAX_HISTORY_BYTES, "the learning curve", CLIError).decode(errors="replace")
+    lines = text.splitlines()
+    if not lines or lines[0] != ",".join(HISTORY_COLUMNS):
+        raise CLIError(f"{path}: not a jaxflow learning curve ({', '.join(HISTORY_COLUMNS)}); move it away to resume")
+    rows, step, seconds, damaged = [], 0, 0.0, []
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            fields = line.split(",")
+            row_step, row_seconds, train_steps = int(fields[0]), float(fields[1]), int(fields[2])
+            nlls = [float(field) for field in fields[3:]]
+            well_formed = (len(fields) == len(HISTORY_COLUMNS) and all(map(math.isfinite, [row_seconds, *nlls]))
+                           and row_step > step and row_seconds >= seconds and 0 < train_steps <= row_step - step)
+        except (ValueError, IndexError):
+            well_formed = False
+        if not well_formed:
+            damaged.append(number)
+        elif row_step <= resumed_step:
+            rows.append(line + "\n")
+            step, seconds = row_step, row_seconds
+    if damaged:
+        print(f"jaxflow: warning: {path}: dropped {len(damaged)} damaged row(s) (line {damaged[0]} first); "
+              f"kept {len(rows)}", file=sys.stderr)
+    return rows
+
+
 def _history_writer(run_dir: str, resumed_step: int, event_size: int, levels: Optional[int]):
-    """``log(step, train_nll, val_nll)`` for :func:`~jaxflow.train.fit` that appends a row to
+    """``log(step, train_nll, val_nll)`` for :func:`~jaxflow.train.fit` that adds a row to
     ``RUN_DIR/history.csv``: NLLs in nats on the data's own units (the pixel lattice for pixel
     data, as ``eval`` prints; ``train_nll`` is the mean batch NLL of the ``train_steps`` steps
     since the previous row or, in a resumed session's first row, since the resume) and their
-    bits/dim, ``seconds`` of training wall time, summed over resumed sessions. A resumed
-    run first drops the rows past its checkpoint's step (a crash after the row, before the
-    checkpoint), so every step appears once."""
+    bits/dim, ``seconds`` of training wall time, summed over resumed sessions. A resumed run
+    keeps the valid rows up to its checkpoint's step (:func:`_history_rows`), so every step
+    appears once. Each row rewrites the file atomically (:func:`~jaxflow.io.atomic_write`), so it
+    always holds whole rows, and a link planted at its name is replaced, never written through."""
     path = os.path.join(run_dir, HISTORY_FILE)
     header = ",".join(HISTORY_COLUMNS) + "\n"
-    rows, offset = [], 0.0
-    if resumed_step and os.path.exists(path):
-        lines = read_regular(path, MAX_HISTORY_BYTES, "the learning curve", CLIError).decode(errors="replace")
-        lines = lines.splitlines(keepends=True)[1:]
-        try:
-            rows = [line for line in lines if int(line.split(",", 1)[0]) <= resumed_step]
-            offset = float(rows[-1].split(",")[1]) if rows else 0.0
-        except (ValueError, IndexError):
-            raise CLIError(f"{path}: not a jaxflow learning curve ({', '.join(HISTORY_COLUMNS)}); "
-                           "move it away to resume") from None
+    rows = _history_rows(path, resumed_step) if resumed_step and os.path.lexists(path) else []
+    offset = float(rows[-1].split(",")[1]) if rows else 0.0
     atomic_write(path, (header + "".join(rows)).encode())
     start, previous_step = time.perf_counter(), resumed_step
 
@@ -112,18 +176,21 @@ def _history_writer(run_dir: str, resumed_step: int, event_size: int, levels: Op
         nats = [lattice_nll(nll, event_size, levels) for nll in (train_nll, val_nll)]
         seconds = offset + time.perf_counter() - start
         values = ",".join(f"{v:.6f}" for v in (*nats, *(bits_per_dim(n, event_size) for n in nats)))
-        with open(path, "a") as handle:
-            handle.write(f"{step},{seconds:.1f},{step - previous_step},{values}\n")
+        rows.append(f"{step},{seconds:.1f},{step - previous_step},{values}\n")
+        atomic_write(path, (header + "".join(rows)).encode())
         previous_step = step
 
     return log
 
 
 def _refuse_foreign(run_dir: str) -> None:
-    """Refuse a directory that holds files but no jaxflow run (jaxflow's lock and temporaries aside)."""
+    """Refuse a directory that holds files but no jaxflow run. jaxflow's own files do not count: the
+    lock, the learning curve, temporaries and payloads, all a run killed during its first save
+    may leave (a fresh run in the directory replaces them)."""
     if checkpoint.exists(run_dir):
         return
-    if any(name not in (LOCK_FILE, HISTORY_FILE) and not is_temporary(name) for name in os.listdir(run_dir)):
+    own = lambda name: name in (LOCK_FILE, HISTORY_FILE) or is_temporary(run_dir, name) or checkpoint.is_payload(name)
+    if not all(map(own, os.listdir(run_dir))):
         raise CLIError(f"{run_dir}: directory is not empty and holds no jaxflow run; choose another --out")
 
 
@@ -133,15 +200,38 @@ def _prepare_run_dir(run_dir: str, flow: FlowSpec, config: TrainConfig, run: dic
     if not checkpoint.exists(run_dir):
         _refuse_foreign(run_dir)
         return None
-    previous = checkpoint.load(run_dir)
-    old_model, new_model = model_json(spec_to_json(previous.flow)), model_json(spec_to_json(flow))
+    previous = _load(run_dir)
+    model = model_differences(spec_to_json(previous.flow), spec_to_json(flow))
     what = lambda config: {k: v for k, v in dataclasses.asdict(config).items() if k not in EXECUTION_FIELDS}
-    changed = ((["model"] if old_model != new_model else []) + _differences(what(previous.config), what(config))
-               + _differences(_run_identity(previous.run), run))
+    changed = ((model[:3] + [f"and {len(model) - 3} more model values"] if len(model) > 3 else model)
+               + _differences(what(previous.config), what(config)) + _differences(_run_identity(previous.run), run))
     if changed:
         raise CLIError(f"{run_dir}: holds a run of a different configuration ({'; '.join(changed)}); "
                        "choose another --out")
     return previous
+
+
+def _load(run_dir: str) -> checkpoint.Checkpoint:
+    """:func:`jaxflow.checkpoint.load`, with the run record ``fit`` writes (:func:`_fit`; a library
+    run's may hold less) checked against the flow, as the hash cannot (a crafted file is re-signed
+    at will): a one-line :class:`~jaxflow.checkpoint.CheckpointError` for a value ``fit`` would not write."""
+    ckpt = checkpoint.load(run_dir)
+    run = _run_identity(ckpt.run)
+    size, image_shape, levels = ckpt.flow.event_size, run.get("image_shape"), run.get("levels")
+    problems = [
+        (not all(isinstance(run.get(key, ""), str) for key in ("data", "data_sha256")), "data and data_sha256 must be strings"),
+        (run.get("preprocess", "none") not in PREPROCESSING, f"preprocess {run.get('preprocess')!r} is not one of {PREPROCESSING}"),
+        (levels is not None and (type(levels) is not int or not 2 <= levels <= 2**16), f"levels {levels!r} is not in [2, 65536]"),
+        (image_shape is not None and (not isinstance(image_shape, list) or len(image_shape) != 3
+                                      or not all(type(n) is int and n > 0 for n in image_shape)
+                                      or image_shape[2] not in (1, 3) or math.prod(image_shape) != size),
+         f"image_shape {image_shape!r} is not (height, width, 1 or 3 channels) of the model's {size} coordinates"),
+    ]
+    for bad, problem in problems:
+        if bad:
+            raise checkpoint.CheckpointError(f"{os.path.join(run_dir, checkpoint.METADATA)}: invalid run record "
+                                             f"in checkpoint: {problem}")
+    return ckpt
 
 
 def _preprocessing(options: dict, splits: Splits) -> str:
@@ -191,7 +281,7 @@ def _fit(data: str, run_dir: str, options: dict, quiet: bool, context_columns: O
         with locked(run_dir):
             remove_stale_temporaries(run_dir)
             return _fit_locked(splits, flow, config, run, run_dir, quiet, mesh)
-    except RunLocked as err:
+    except (RunLocked, UnsafeFile) as err:
         raise CLIError(str(err)) from None
 
 
@@ -236,9 +326,8 @@ def _fit_locked(splits: Splits, flow: FlowSpec, config: TrainConfig, run: dict, 
         raise CLIError(f"{err} (in {run_dir})") from None
     state = result.state
     if result.status == "interrupted":
-        print(f"jaxflow: interrupted at step {state.step}; checkpoint saved in {run_dir}; "
-              "run the same command to resume", file=sys.stderr)
-        raise _Interrupted(result.signal)
+        raise _Interrupted(result.signal, f"interrupted at step {state.step}; checkpoint saved in {run_dir}; "
+                                          "run the same command to resume")
     val_nll = lattice_nll(state.best_val_nll, flow.event_size, splits.levels)
     who = "" if writer else f"process {jax.process_index()}: "
     print(f"{who}{result.status.replace('_', ' ')} at step {state.step} in {time.perf_counter() - start:.1f} s; "
@@ -422,7 +511,7 @@ def _model_and_config(splits: Splits, options: dict) -> tuple[FlowSpec, TrainCon
 
 
 def _cmd_eval(args) -> None:
-    ckpt = checkpoint.load(args.run_dir)
+    ckpt = _load(args.run_dir)
     x, context, splits, split = _eval_data(args.data, args.split, args.context_columns, args.levels)
     result = {"dataset": args.data, "split": split, **_evaluate(ckpt, x, context, args.data, splits.levels),
               "step": ckpt.state.step}
@@ -470,7 +559,7 @@ def _cmd_sample(args) -> None:
     _check_output(args.out, (".npy", ".csv"), args.force)
     if not 1 <= args.num_samples <= MAX_SAMPLES:
         raise CLIError(f"-n must be in [1, {MAX_SAMPLES}], got {args.num_samples}")
-    ckpt = checkpoint.load(args.run_dir)
+    ckpt = _load(args.run_dir)
     context = _context_of(ckpt, args.context)
     x = np.asarray(sample(ckpt.flow, ckpt.state.best_params, jax.random.key(args.seed), args.num_samples,
                           context=context))
@@ -501,7 +590,7 @@ def _plot(ckpt: checkpoint.Checkpoint, data: Optional[np.ndarray], out: str, tit
 
 def _cmd_plot(args) -> None:
     _check_output(args.out, (".png",), args.force)
-    ckpt = checkpoint.load(args.run_dir)
+    ckpt = _load(args.run_dir)
     data = None
     if args.data is not None:
         data, context, _, _ = _eval_data(args.data, None if args.data in BUILTIN else "all")  # a file: every row
@@ -537,7 +626,8 @@ def _request(args) -> str:
 def run(args) -> int:
     """Run the parsed command line ``args`` (:func:`jaxflow.cli.main`); returns the exit status."""
     try:
-        _COMMANDS[args.command](args)
+        with _interruptible():
+            _COMMANDS[args.command](args)
     except (CLIError, DataError, checkpoint.CheckpointError) as err:
         print(f"jaxflow: error: {err}", file=sys.stderr)
         return 1
@@ -545,6 +635,7 @@ def run(args) -> int:
         print(f"jaxflow: error: {err.filename or ''}: {err.strerror or err}", file=sys.stderr)
         return 1
     except _Interrupted as stop:
+        print(f"jaxflow: {stop.message}", file=sys.stderr)
         return 128 + stop.signum
     except Exception as err:  # MemoryError, or XLA's runtime error for a failed allocation
         if not isinstance(err, MemoryError) and "RESOURCE_EXHAUSTED" not in str(err) and "Out of memory" not in str(err):

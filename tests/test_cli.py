@@ -244,8 +244,9 @@ def test_demo_short_mode(tmp_path, capsys):
     assert (tmp_path / "demo" / "demo.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_resume_ignores_how_a_flow_is_computed(tmp_path):
-    """compute_dtype and scan_unroll change how, not what: a run resumes across them, not across a real change."""
+def test_resume_ignores_how_a_flow_is_computed_but_not_its_compute_dtype(tmp_path):
+    """scan_unroll changes how, not what: a run resumes across it; compute_dtype changes the numbers,
+    and a real change of the model is refused too, each naming the old and new value."""
     import dataclasses
 
     from jaxflow import cli, commands
@@ -256,10 +257,13 @@ def test_resume_ignores_how_a_flow_is_computed(tmp_path):
     flow = train.standardize(model, x)
     state = train.fit(flow, x, x, config, progress=False).state
     checkpoint.save(str(tmp_path), flow, config, state, {})
-    faster = train.standardize(dataclasses.replace(model, scan_unroll=True, compute_dtype="bfloat16"), x)
-    assert commands._prepare_run_dir(str(tmp_path), faster, config, {}).state.step == 2
+    unrolled = train.standardize(dataclasses.replace(model, scan_unroll=True), x)
+    assert commands._prepare_run_dir(str(tmp_path), unrolled, config, {}).state.step == 2
+    bf16 = train.standardize(dataclasses.replace(model, compute_dtype="bfloat16"), x)
+    with pytest.raises(cli.CLIError, match=r"different configuration \(layers\.layers\[1\]\.layer\.conditioner\.compute_dtype: None -> 'bfloat16'\)"):
+        commands._prepare_run_dir(str(tmp_path), bf16, config, {})
     deeper = train.standardize(dataclasses.replace(model, num_flows=3), x)
-    with pytest.raises(cli.CLIError, match=r"different configuration \(model\)"):
+    with pytest.raises(cli.CLIError, match=r"different configuration \(layers\.layers\[1\]\.n: 2 -> 3\)"):
         commands._prepare_run_dir(str(tmp_path), deeper, config, {})
 
 

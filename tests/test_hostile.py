@@ -2,7 +2,10 @@
 
 A case's action is either a ``jaxflow`` command line (run in-process; it must exit 1 with exactly one
 line ``jaxflow: error: ...`` on stderr and no traceback) or a library call (it must raise the named
-exception with a one-line message). Setup helpers plant the hostile files. The README's reliability
+exception with a one-line message). Faults that jaxflow must survive name the exit status instead of
+an exception: 0 (the command succeeds and its output matches the regex) or ``128 + signal`` (one
+line ``jaxflow: interrupted ...``). Setup helpers plant the hostile files; a setup may return
+``(action, after)``, ``after()`` checking what the command left behind. The README's reliability
 section quotes the count of cases.
 """
 
@@ -11,14 +14,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 
 import jax
 import numpy as np
 import pytest
 
 import jaxflow
-from jaxflow import checkpoint, data, train
-from jaxflow.cli import main
+from jaxflow import checkpoint, commands, data, io, train
+from jaxflow.cli import CLIError, main
 
 TINY = ["--num-flows", "2", "--hidden-dim", "8", "--num-hidden", "1", "--batch-size", "32", "--quiet"]
 
@@ -113,6 +117,190 @@ def _lib(fn):
     return lambda root, name: fn
 
 
+def _patched(owner, name, value):
+    """Set ``owner.name`` to ``value`` for one case (the test restores it)."""
+    _patched.undo.append((owner, name, getattr(owner, name)))
+    setattr(owner, name, value)
+
+
+_patched.undo = []
+
+
+def _fit_again(run):
+    """The command line that fitted the module's run, into ``run``: it resumes a copy at once."""
+    return ["fit", run.parent / "moons.csv", "--out", run, "--steps", "4", "--eval-every", "2", *TINY]
+
+
+def _outside_untouched(plant):
+    """Setup: a copy of the run where ``plant(run, victim)`` links a file to ``victim``, a file outside
+    the run directory; after the fit again, ``victim`` is as it was."""
+    def setup(root, name):
+        run = _copy_run(root, name)
+        victim = root / f"{name}.victim"
+        victim.write_text("precious")
+        plant(run, victim)
+        return _fit_again(run), lambda: _assert(victim.read_text() == "precious")
+    return setup
+
+
+def _assert(condition, message=""):
+    assert condition, message
+
+
+def _hard_linked_lock(run, victim):
+    os.unlink(run / io.LOCK_FILE)
+    os.link(victim, run / io.LOCK_FILE)
+
+
+def _history_symlinked_while_running(run, victim):
+    """The fit is one validation from its end (a copy saved at step 2); the checkpoint of step 4
+    replaces history.csv by a symlink to ``victim`` just before the learning curve gets its row."""
+    ckpt = checkpoint.load(str(run))
+    state = ckpt.state._replace(step=2)
+    checkpoint.save(str(run), ckpt.flow, ckpt.config, state, ckpt.run)
+    real_save = checkpoint.save
+
+    def save(run_dir, *args, **kwargs):
+        real_save(run_dir, *args, **kwargs)
+        os.unlink(os.path.join(run_dir, commands.HISTORY_FILE))
+        os.symlink(victim, os.path.join(run_dir, commands.HISTORY_FILE))
+
+    _patched(checkpoint, "save", save)
+
+
+def _user_file_like_a_temporary(root, name):
+    """Setup: a user's files in the run directory named like temporaries of dead processes."""
+    run = _copy_run(root, name)
+    names = [".checkpoint.tmp-999999999-abc.json", f".x.tmp-999999999-{'0' * 12}-{'f' * 12}.json"]  # the old form; a wrong tag
+    for user_file in names:
+        (run / user_file).write_text("mine")
+    return _fit_again(run), lambda: _assert(all((run / n).read_text() == "mine" for n in names))
+
+
+def _dead_temporary_of_pid(pid):
+    """Setup: a copy of the run holding a temporary of process ``pid`` (no such process); the fit
+    again removes it."""
+    def setup(root, name):
+        run = _copy_run(root, name)
+        stale = run / io._temporary_name(str(run), checkpoint.METADATA, pid, "0" * 12)
+        stale.write_text("{half")
+        return _fit_again(run), lambda: _assert(not stale.exists())
+    return setup
+
+
+def _first_save_killed(manifest_temporary):
+    """Setup: a fresh run directory as a fit killed during its first save leaves it: the payload
+    written, the manifest not (or half, as a temporary of the dead process)."""
+    def setup(root, name):
+        run = root / name
+        run.mkdir()
+        for entry in os.listdir(root / "run"):
+            if entry.startswith("state-") or entry in (io.LOCK_FILE, commands.HISTORY_FILE):
+                (run / entry).write_bytes((root / "run" / entry).read_bytes())
+        stale = io._temporary_name(str(run), checkpoint.METADATA, 999999999, "0" * 12)  # no such pid
+        if manifest_temporary:
+            (run / stale).write_text("{half")
+        after = lambda: _assert(checkpoint.load(str(run)).state.step == 4 and not (run / stale).exists())
+        return _fit_again(run), after
+    return setup
+
+
+def _history_edit(edit, kept_steps):
+    """Setup: a copy of the run whose history.csv lines (header first) are ``edit(lines)``; the fit
+    again keeps the rows of ``kept_steps``, well formed, and drops the others."""
+    def setup(root, name):
+        run = _copy_run(root, name)
+        path = run / commands.HISTORY_FILE
+        path.write_text(edit(path.read_text().splitlines(keepends=True)))
+
+        def after():
+            curve = np.genfromtxt(path, delimiter=",", names=True, ndmin=1)
+            assert curve.dtype.names == commands.HISTORY_COLUMNS and list(curve["step"]) == kept_steps
+            assert np.isfinite(curve.view((float, len(curve.dtype.names)))).all()
+        return _fit_again(run), after
+    return setup
+
+
+def _row(k, edit):
+    """``edit`` applied to the fields of data row ``k`` (1: the first row after the header)."""
+    return lambda lines: "".join(lines[:k] + [",".join(edit(lines[k].rstrip("\n").split(","))) + "\n"] + lines[k + 1:])
+
+
+def _signal_at(owner, name, signum, after=False):
+    """The calls of ``owner.name`` send ``signum`` to this process (a Ctrl-C or ``kill`` at that
+    moment) first, or once the call returns (``after``)."""
+    real = getattr(owner, name)
+
+    def call(*args, **kwargs):
+        if not after:
+            os.kill(os.getpid(), signum)
+        result = real(*args, **kwargs)
+        if after:
+            os.kill(os.getpid(), signum)
+        return result
+    _patched(owner, name, call)
+
+
+def _interrupted_fit(signals, saved=None):
+    """Setup: a fresh fit that gets the ``signals`` (``_signal_at``'s arguments); ``saved``: the step
+    the run must be loadable at afterwards (``None``: no checkpoint, and no temporary left)."""
+    def setup(root, name):
+        for signal_at in signals:
+            _signal_at(*signal_at)
+        run = root / name
+
+        def after():
+            if saved is None:
+                assert not checkpoint.exists(str(run))
+                assert not run.exists() or not [n for n in os.listdir(run) if io.is_temporary(str(run), n)]
+            else:
+                assert checkpoint.load(str(run)).state.step == saved
+        return ["fit", root / "moons.csv", "--out", run, "--steps", "4", "--eval-every", "2", *TINY], after
+    return setup
+
+
+def _sample_killed_while_writing(root, name):
+    """Setup: ``sample`` gets SIGTERM while numpy writes its output; nothing may be left behind."""
+    out = root / name
+    out.mkdir()
+    real_save = np.save
+
+    def save(path, array, *args, **kwargs):
+        real_save(path, array, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+    _patched(np, "save", save)
+    return ["sample", root / "run", "-n", "3", "--out", out / "s.npy"], lambda: _assert(os.listdir(out) == [], os.listdir(out))
+
+
+def _resume_in(compute_dtype):
+    """Setup: resuming the run with its conditioner computing in ``compute_dtype`` (a library call)."""
+    def setup(root, name):
+        from jaxflow.core.serialize import spec_from_json, spec_to_json
+
+        run = _copy_run(root, name)
+        ckpt = checkpoint.load(str(run))
+        spec = spec_to_json(ckpt.flow)
+        _coupling({"spec": spec})["conditioner"]["compute_dtype"] = compute_dtype
+        return lambda: commands._prepare_run_dir(str(run), spec_from_json(spec), ckpt.config, ckpt.run)
+    return setup
+
+
+def _nested_chains(depth):
+    def change(meta):
+        for _ in range(depth):
+            meta["spec"]["layers"] = {"type": "Chain", "layers": [meta["spec"]["layers"]]}
+        return meta
+    return change
+
+
+def _plot_of(setup):
+    """``setup``'s damaged run, given to ``plot`` instead of ``eval``."""
+    def plot(root, name):
+        run = setup(root, name)[1]
+        return ["plot", run, "--out", root / f"{name}.png"]
+    return plot
+
+
 FLOW = jaxflow.RealNVP(dim=2, num_flows=2, hidden_dim=8)
 PARAMS = jaxflow.init(FLOW, jax.random.key(0))
 
@@ -137,9 +325,43 @@ CASES = [
     ("step 10**18", _json_edit(_set(lambda m: m, "step", 10**18)), None, "step 1000000000000000000 is not in"),
     ("negative step", _json_edit(_set(lambda m: m, "step", -1)), None, "step -1 is not in"),
     ("version true", _json_edit(_set(lambda m: m, "version", True)), None, "checkpoint version True"),
+    ("spec number past float32: shift 1e300", _json_edit(lambda m: (m["spec"]["layers"]["layers"][0].update(shift=[1e300, 0.0]), m)[1]), None, "Affine: each shift must be a number in"),
+    ("standardisation scale 1e-300 (0 in float32)", _json_edit(lambda m: (m["spec"]["layers"]["layers"][0].update(scale=[1e-300, 1.0]), m)[1]), None, "Affine: each scale must be a positive number in"),
+    ("clamp 1e300 (inf in float32)", _json_edit(_set(_coupling, "clamp", 1e300)), None, "clamp must be a positive number in"),
+    ("negative_slope 1e30", _json_edit(_set(lambda m: _coupling(m)["conditioner"], "negative_slope", 1e30)), None, "negative_slope must be a number in \\[0, 1\\]"),
+    ("spec of 300 nested Chains", _json_edit(_nested_chains(300)), None, "a JSON spec may nest at most 64"),
+    ("best_val_nll a string", _json_edit(_set(lambda m: m, "best_val_nll", "low")), None, "best_val_nll 'low' is not a finite number"),
+    ("devices a string", _json_edit(_set(lambda m: m, "devices", "all")), None, "devices must be an object"),
+    ("run record preprocess unknown", _json_edit(_set(lambda m: m["run"], "preprocess", "cube")), None, "invalid run record in checkpoint: preprocess 'cube'"),
+    ("run record levels a string", _plot_of(_json_edit(_set(lambda m: m["run"], "levels", "x"))), None, "invalid run record in checkpoint: levels 'x'"),
+    ("image_shape [0, 0, 0] (plot)", _plot_of(_json_edit(_set(lambda m: m["run"], "image_shape", [0, 0, 0]))), None, "invalid run record in checkpoint: image_shape"),
+    ("image_shape a string (plot)", _plot_of(_json_edit(_set(lambda m: m["run"], "image_shape", "8x8"))), None, "invalid run record in checkpoint: image_shape"),
+    ("image_shape of 2e9 pixels (plot)", _plot_of(_json_edit(_set(lambda m: m["run"], "image_shape", [10**9, 1, 2]))), None, "invalid run record in checkpoint: image_shape"),
+    ("image_shape of 2 channels (plot)", _plot_of(_json_edit(_set(lambda m: m["run"], "image_shape", [1, 1, 2]))), None, "invalid run record in checkpoint: image_shape"),
+    ("resume with another compute_dtype", _resume_in("bfloat16"), CLIError, "compute_dtype: None -> 'bfloat16'"),
     # run directories and outputs
     ("sample over the user's data file", _existing_output, None, "exists; pass --force to overwrite it"),
     ("a second fit into a locked run", _locked_run, None, r"another jaxflow process \(pid \d+\) is using this run directory"),
+    # writes outside the run directory, and crashes during a save
+    (".lock hard-linked to an outside file", _outside_untouched(_hard_linked_lock), None, r"\.lock: the lock file has 2 hard links"),
+    ("history.csv replaced by a symlink during the fit", _outside_untouched(_history_symlinked_while_running), 0, "completed at step 4"),
+    ("a user's files named like dead temporaries", _user_file_like_a_temporary, 0, "completed at step 4"),
+    ("a dead temporary of pid 9999999999", _dead_temporary_of_pid(9_999_999_999), 0, "completed at step 4"),
+    ("first save killed after its payload", _first_save_killed(False), 0, "completed at step 4"),
+    ("first save killed while writing its manifest", _first_save_killed(True), 0, "completed at step 4"),
+    # history.csv damaged: the resume keeps the valid rows and says so
+    ("history row with NaN", _history_edit(_row(1, lambda f: f[:4] + ["nan"] + f[5:]), [4]), 0, "dropped 1 damaged row"),
+    ("history row with inf", _history_edit(_row(2, lambda f: f[:3] + ["inf"] + f[4:]), [2]), 0, "dropped 1 damaged row"),
+    ("history row short", _history_edit(_row(1, lambda f: f[:3]), [4]), 0, "dropped 1 damaged row"),
+    ("history row with text", _history_edit(_row(2, lambda f: ["four"] + f[1:]), [2]), 0, "dropped 1 damaged row"),
+    ("history rows out of order", _history_edit(lambda lines: "".join([lines[0], lines[2], lines[1]]), [4]), 0, "dropped 1 damaged row"),
+    ("history row half written (disk full)", _history_edit(lambda lines: "".join(lines)[:-20], [2]), 0, "dropped 1 damaged row"),
+    ("history row repeated", _history_edit(lambda lines: "".join(lines + lines[2:]), [2, 4]), 0, "dropped 1 damaged row"),
+    # signals: one line, and the run stays loadable
+    ("Ctrl-C before the training loop", _interrupted_fit([(commands, "load_dataset", signal.SIGINT)]), 128 + signal.SIGINT, "interrupted by SIGINT"),
+    ("SIGTERM before the training loop", _interrupted_fit([(train, "init_state", signal.SIGTERM)]), 128 + signal.SIGTERM, "interrupted by SIGTERM"),
+    ("Ctrl-C during the save and again as the loop ends", _interrupted_fit([(checkpoint, "save", signal.SIGINT), (commands, "fit", signal.SIGINT, True)], saved=2), 128 + signal.SIGINT, "interrupted"),
+    ("sample killed while writing", _sample_killed_while_writing, 128 + signal.SIGTERM, "interrupted by SIGTERM"),
     # sizes that would abort or exhaust memory
     ("seed 2**64", _cli("fit", "{root}/moons.csv", "--out", "{root}/new", "--seed", str(2**64), *TINY), None, "seed must be in \\[0, 4294967295\\]"),
     ("batch size 1e11", _cli("fit", "{root}/moons.csv", "--out", "{root}/new", *TINY, "--batch-size", "100000000000"), None, "batch_size must be in"),
@@ -156,21 +378,45 @@ CASES = [
 ]
 
 
+class _Escaped(Exception):
+    """SIGTERM reached the test process's own handler: the command did not handle it."""
+
+
+def _escaped(signum, frame):
+    raise _Escaped(signal.Signals(signum).name)
+
+
 @pytest.mark.parametrize("name, setup, error, message", CASES, ids=[case[0] for case in CASES])
 def test_hostile_input_gets_one_line(root, capsys, name, setup, error, message):
-    action = setup(root, re.sub(r"\W+", "_", name))
+    guard = signal.signal(signal.SIGTERM, _escaped)  # an unhandled SIGTERM must fail this case, not end pytest
     try:
+        action = setup(root, re.sub(r"\W+", "_", name))
+        action, after = action if isinstance(action, tuple) else (action, None)
         if callable(action):
             with pytest.raises(error, match=message) as info:
                 action()
             assert "\n" not in str(info.value)
             return
-        status = main([str(a) for a in action])
+        try:
+            status = main([str(a) for a in action])
+        except KeyboardInterrupt:
+            pytest.fail("KeyboardInterrupt escaped the command")
         out, err = capsys.readouterr()
-        assert status == 1 and err.startswith("jaxflow: error: ") and err.count("\n") == 1, err
-        assert re.search(message, err), err
-        assert "Traceback" not in err and out == ""
+        assert "Traceback" not in err, err
+        if error == 0:
+            assert status == 0 and re.search(message, out + err), (status, out, err)
+        else:
+            kind = "error" if error is None else "interrupted"
+            assert status == (1 if error is None else error), (status, err)
+            assert err.startswith(f"jaxflow: {kind}") and err.count("\n") == 1 and out == "", err
+            assert re.search(message, err), err
+        if after is not None:
+            after()
     finally:
+        signal.signal(signal.SIGTERM, guard)
+        for owner, attribute, value in reversed(_patched.undo):
+            setattr(owner, attribute, value)
+        _patched.undo.clear()
         for holder in _locked_run.holders:
             holder.kill()
         _locked_run.holders.clear()
@@ -187,7 +433,7 @@ def test_eval_json_is_strict_json_when_the_nll_is_not_finite(root, capsys, tmp_p
 
 
 def test_planted_symlinks_at_temporary_names_are_never_followed(root, tmp_path):
-    """The old temporary names (``<file>.tmp-<pid>``) are not used; a write goes through a fresh mkstemp name."""
+    """The old temporary names (``<file>.tmp-<pid>``) are not used; a write goes through a fresh ``O_EXCL`` name."""
     run = _copy_run(root, "planted")
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
@@ -199,18 +445,9 @@ def test_planted_symlinks_at_temporary_names_are_never_followed(root, tmp_path):
     assert victim.read_text() == "precious"
 
 
-def test_a_crash_during_the_first_save_leaves_a_usable_directory(root, tmp_path):
-    """A temporary left by a dead process does not make the directory 'foreign'; it is removed."""
-    run = tmp_path / "crashed"
-    run.mkdir()
-    (run / ".checkpoint.tmp-999999999-abc.json").write_text("half")  # pid 999999999 does not exist
-    assert main(["fit", str(root / "moons.csv"), "--out", str(run), "--steps", "2", "--eval-every", "2", *TINY]) == 0
-    assert not (run / ".checkpoint.tmp-999999999-abc.json").exists() and checkpoint.exists(str(run))
-
-
 def test_count_of_cases():
     """The README quotes this count."""
-    assert len(CASES) == 31
+    assert len(CASES) == 62
 
 
 def test_a_full_disk_is_named_and_keeps_the_last_good_checkpoint(root, tmp_path, monkeypatch, capsys):

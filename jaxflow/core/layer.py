@@ -36,7 +36,8 @@ import jax.numpy as jnp
 
 from jaxflow.core.serialize import register
 
-__all__ = ["Layer", "LAYERS", "Chain", "Repeat", "require_int", "zero_log_det", "batch_shape"]
+__all__ = ["Layer", "LAYERS", "Chain", "Repeat", "require_int", "require_real", "MAX_REAL", "MIN_POSITIVE",
+           "zero_log_det", "batch_shape"]
 
 Shape = tuple[int, ...]
 
@@ -57,6 +58,20 @@ def require_int(owner: str, name: str, value, minimum: int, maximum: int = MAX_S
         raise ValueError(f"{owner}: {name} must be >= {minimum}, got {value}")
     if value > maximum:
         raise ValueError(f"{owner}: {name} must be <= {maximum}, got {value}")
+
+
+#: the range of a spec's real numbers (float32's largest finite and smallest normal numbers): each
+#: becomes an entry of an array in the parameters' dtype, float32 by default, where it must stay a
+#: finite number (and a positive one that divides or takes a log must stay > 0)
+MAX_REAL = 3.4028234663852886e38
+MIN_POSITIVE = 1.1754943508222875e-38
+
+
+def require_real(owner: str, name: str, value, minimum: float = -MAX_REAL, maximum: float = MAX_REAL,
+                 what: str = "a number") -> None:
+    """``ValueError`` unless ``value`` is a real number (not a bool) in ``[minimum, maximum]`` (NaN is not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not minimum <= value <= maximum:
+        raise ValueError(f"{owner}: {name} must be {what} in [{minimum:.4g}, {maximum:.4g}], got {value!r}")
 
 
 def batch_shape(x: jax.Array, event_shape: Shape) -> Shape:

@@ -8,8 +8,11 @@
 Every dataclass field is written; tuples become lists and come back as tuples. Loading looks
 each ``"type"`` up in :data:`SPEC_TYPES` (layers, flow specs, conditioners register
 themselves), so a checkpoint can name only jaxflow's own classes, and every rebuilt spec runs
-its own validation. :data:`COMPUTATION_FIELDS` change how a flow is computed, not what it
-computes (:func:`model_json` leaves them out, for comparing two runs' models).
+its own validation; a spec nested deeper than :data:`MAX_DEPTH` objects and lists is refused
+(a crafted file would otherwise exhaust the interpreter's recursion). :data:`COMPUTATION_FIELDS`
+change how a flow is computed, not what it computes (:func:`model_json` leaves them out, for
+comparing two runs' models, and :func:`model_differences` names what differs); ``compute_dtype``
+is not one of them: a bf16 conditioner computes other numbers.
 """
 
 from __future__ import annotations
@@ -17,12 +20,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["SPEC_TYPES", "COMPUTATION_FIELDS", "register", "spec_to_json", "spec_from_json", "model_json"]
+__all__ = ["SPEC_TYPES", "COMPUTATION_FIELDS", "MAX_DEPTH", "register", "spec_to_json", "spec_from_json", "model_json",
+           "model_differences"]
 
 SPEC_TYPES: dict[str, type] = {}
 """Every spec class a JSON spec may name, by class name."""
 
-COMPUTATION_FIELDS = frozenset({"compute_dtype", "scan_unroll", "unroll"})
+COMPUTATION_FIELDS = frozenset({"scan_unroll", "unroll"})
+
+#: the deepest nesting of objects and lists a JSON spec may have (a 5-scale image flow built by
+#: hand nests about 30; every recursion over a spec stays far from Python's limit)
+MAX_DEPTH = 64
 
 
 def register(cls: type) -> type:
@@ -45,8 +53,11 @@ def spec_to_json(value: Any) -> Any:
     raise TypeError(f"cannot serialise a spec field of type {type(value).__name__}")
 
 
-def spec_from_json(value: Any) -> Any:
-    """Inverse of :func:`spec_to_json`; ``ValueError``/``TypeError`` in one line for anything else."""
+def spec_from_json(value: Any, depth: int = 0) -> Any:
+    """Inverse of :func:`spec_to_json`; ``ValueError``/``TypeError`` in one line for anything else
+    (``depth``: the nesting of ``value`` in the whole spec)."""
+    if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
+        raise ValueError(f"a JSON spec may nest at most {MAX_DEPTH} objects and lists")
     if isinstance(value, dict):
         fields = dict(value)
         name = fields.pop("type", None)
@@ -57,9 +68,9 @@ def spec_from_json(value: Any) -> Any:
         if fields.keys() - known:
             raise ValueError(f"{name}: unknown field(s) {sorted(fields.keys() - known)}")
         build = getattr(cls, "from_fields", cls)
-        return build(**{key: spec_from_json(item) for key, item in fields.items()})
+        return build(**{key: spec_from_json(item, depth + 1) for key, item in fields.items()})
     if isinstance(value, list):
-        return tuple(spec_from_json(item) for item in value)
+        return tuple(spec_from_json(item, depth + 1) for item in value)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"a JSON spec holds objects, lists, numbers, strings and null, got {type(value).__name__}")
@@ -72,3 +83,18 @@ def model_json(value: Any) -> Any:
     if isinstance(value, list):
         return [model_json(item) for item in value]
     return value
+
+
+def model_differences(old: Any, new: Any) -> list[str]:
+    """``"path: old -> new"`` for every value in which two JSON specs' :func:`model_json` differ."""
+
+    def walk(old, new, where):
+        if isinstance(old, dict) and isinstance(new, dict) and old.get("type") == new.get("type"):
+            return [line for key in sorted(old.keys() | new.keys(), key=str)
+                    for line in walk(old.get(key), new.get(key), f"{where}.{key}" if where else key)]
+        if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+            return [line for k, (a, b) in enumerate(zip(old, new)) for line in walk(a, b, f"{where}[{k}]")]
+        show = lambda value: value.get("type", "object") if isinstance(value, dict) else repr(value)
+        return [] if old == new else [f"{where or 'spec'}: {show(old)} -> {show(new)}"]
+
+    return walk(model_json(old), model_json(new), "")

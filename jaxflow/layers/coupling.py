@@ -31,13 +31,12 @@ Parameters: ``{"conditioner": <the conditioner's params>}``.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxflow.core.layer import Layer
+from jaxflow.core.layer import MAX_REAL, MIN_POSITIVE, Layer, require_real
 from jaxflow.layers.masks import Mask, check_image_mask, check_mask, image_mask, resolve_mask
 from jaxflow.layers.scales import SCALES, scale_map
 from jaxflow.nets.mlp import MLP
@@ -95,8 +94,7 @@ class AffineCoupling(Layer):
                             f"got {type(self.conditioner).__name__}")
         if self.scale not in SCALES:
             raise ValueError(f"AffineCoupling: scale must be one of {SCALES}, got {self.scale!r}")
-        if isinstance(self.clamp, bool) or not (isinstance(self.clamp, numbers.Real) and 0 < self.clamp < np.inf):
-            raise ValueError(f"AffineCoupling: clamp must be a positive number, got {self.clamp!r}")
+        require_real("AffineCoupling", "clamp", self.clamp, MIN_POSITIVE, MAX_REAL, "a positive number")
         for name in ("identity_init", "flip"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"AffineCoupling: {name} must be a bool, got {getattr(self, name)!r}")

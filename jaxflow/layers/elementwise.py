@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxflow.core.layer import Layer, batch_shape
+from jaxflow.core.layer import MIN_POSITIVE, Layer, batch_shape, require_real
 
 __all__ = ["Affine", "ActNorm"]
 
@@ -56,6 +56,7 @@ def _as_floats(owner: str, name: str, value) -> Numbers:
     for item in items:
         if isinstance(item, bool) or not isinstance(item, numbers.Real) or not math.isfinite(item):
             raise ValueError(f"{owner}: {name} must hold finite numbers, got {item!r}")
+        require_real(owner, f"each {name}", item)
     floats = tuple(float(item) for item in items)
     return floats[0] if values.ndim == 0 else floats
 
@@ -75,6 +76,7 @@ class Affine(Layer):
         object.__setattr__(self, "scale", _as_floats("Affine", "scale", self.scale))
         if min(np.atleast_1d(self.scale)) <= 0:
             raise ValueError(f"Affine: scale must be > 0, got {self.scale!r}")
+        require_real("Affine", "each scale", float(min(np.atleast_1d(self.scale))), MIN_POSITIVE, what="a positive number")
 
     def check(self, event_shape, context_dim):
         for name in ("shift", "scale"):

@@ -21,9 +21,8 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxflow.core.layer import require_int
+from jaxflow.core.layer import require_int, require_real
 from jaxflow.core.serialize import register
 from jaxflow.nets.init import fan_in_uniform
 
@@ -52,12 +51,11 @@ def _dot_general_without_unit_contraction(lhs, rhs, dimension_numbers, precision
 
 
 def check_network_options(spec) -> None:
-    """``ValueError`` unless ``spec.negative_slope`` is a finite number and ``spec.compute_dtype`` one of
-    :data:`COMPUTE_DTYPES` (the options every conditioner network shares)."""
+    """``ValueError`` unless ``spec.negative_slope`` (the leaky ReLU's slope for negative inputs) is in
+    ``[0, 1]`` and ``spec.compute_dtype`` one of :data:`COMPUTE_DTYPES` (the options every conditioner
+    network shares)."""
     name = type(spec).__name__
-    if isinstance(spec.negative_slope, bool) or not isinstance(spec.negative_slope, (int, float)) \
-            or not np.isfinite(spec.negative_slope):
-        raise ValueError(f"{name}: negative_slope must be a finite number, got {spec.negative_slope!r}")
+    require_real(name, "negative_slope", spec.negative_slope, 0.0, 1.0)
     if spec.compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"{name}: compute_dtype must be one of {COMPUTE_DTYPES}, got {spec.compute_dtype!r}")
 
