@@ -223,7 +223,8 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job: fit moons, compare with the true entropy, plot")
     p.add_argument("--out", default=os.path.join("runs", "demo"), metavar="DIR",
                    help="run directory; the plot is DIR/demo.png (default runs/demo)")
-    p.add_argument("--steps", type=int, default=DEFAULTS["steps"], help=f"optimiser steps (default {DEFAULTS['steps']})")
+    p.add_argument("--steps", type=int, default=DEFAULTS["steps"],
+                   help=f"optimiser steps (default {DEFAULTS['steps']})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

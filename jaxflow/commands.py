@@ -417,7 +417,8 @@ def _distributed(args) -> None:
                                       dualstack_ipv6=dual):
                 pass
         except OSError as err:
-            raise CLIError(f"--coordinator {address}: process 0 cannot listen on port {port} ({os.strerror(err.errno) if err.errno else err})") from None
+            reason = os.strerror(err.errno) if err.errno else err
+            raise CLIError(f"--coordinator {address}: process 0 cannot listen on port {port} ({reason})") from None
     elif host is not None and args.process_id is not None:
         _wait_for_coordinator(host, port, args.init_timeout)
     try:

@@ -655,7 +655,8 @@ def load_dataset(source: str, val_fraction: float = 0.1, test_fraction: float = 
 
 def _refuse_file_options(name: str, context_columns: Optional[Sequence[int]], levels: Optional[int]) -> None:
     """A built-in carries its own context and pixel levels: ``--context-columns`` and ``--levels`` are for files."""
-    given = [flag for flag, value in (("--context-columns", context_columns), ("--levels", levels)) if value]
+    given = [flag for flag, value in (("--context-columns", context_columns), ("--levels", levels))
+             if value is not None]
     if given:
         raise DataError(f"{' and '.join(given)}: for data files only; {name} is a built-in dataset "
                         "(it carries its own context and units)")

@@ -360,8 +360,8 @@ def test_sample_of_an_image_run_to_csv_writes_one_row_per_image(tmp_path, capsys
     """An image model's samples (N, H, W, C) go to CSV as N rows of H*W*C values, row-major."""
     import jaxflow
 
-    flow = train.preprocess(jaxflow.MultiScaleRealNVP((4, 4, 1), num_scales=1, couplings_per_scale=1, channels=4,
-                                                      num_blocks=1), np.full((3, 4, 4, 1), 0.5, np.float32), kind="logit")
+    model = jaxflow.MultiScaleRealNVP((4, 4, 1), num_scales=1, couplings_per_scale=1, channels=4, num_blocks=1)
+    flow = train.preprocess(model, np.full((3, 4, 4, 1), 0.5, np.float32), kind="logit")
     config = train.TrainConfig(steps=1, batch_size=2)
     checkpoint.save(str(tmp_path / "run"), flow, config, train.init_state(flow, config), {"image_shape": [4, 4, 1]})
     status, _, err = _run(capsys, "sample", tmp_path / "run", "-n", 3, "--out", tmp_path / "s.csv", "--seed", 1)

