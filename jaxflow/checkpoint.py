@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxflow import layers
 from jaxflow.core.layer import Chain
 from jaxflow.core.serialize import spec_from_json, spec_to_json
 from jaxflow.core.spec import Flow, FlowSpec
@@ -164,6 +165,7 @@ def read_metadata(run_dir: str) -> dict:
 
 
 def _spec(meta: dict, path: str) -> FlowSpec:
+    layers.import_all()
     try:
         if meta["version"] == 1:
             return RealNVP(**meta["spec"])

@@ -43,6 +43,8 @@ class FlowSpec:
 
     def _check(self) -> None:
         name = type(self).__name__
+        if not isinstance(self.event_shape, tuple):
+            raise TypeError(f"{name}: event_shape must be a tuple of ints such as (2,), got {self.event_shape!r}")
         if not self.event_shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.event_shape):
             raise ValueError(f"{name}: event_shape must be a non-empty tuple of positive ints, got {self.event_shape!r}")
         require_int(name, "context_dim", self.context_dim, 0)

@@ -1,0 +1,116 @@
+"""What users do, the way they do it: a run read back in a fresh process, a params-only file
+written by a hand-written loop, and the one-line errors of common slips (a forgotten key, an int
+event shape, a TFP latent, no validation data)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxflow as jf
+from jaxflow import checkpoint, train
+from jaxflow.core import layer as core_layer
+from jaxflow.core import serialize
+from tests.test_library_hardening import run_python
+
+
+def _jaxflow_kinds() -> set[str]:
+    """Every spec kind jaxflow defines (tests may register their own; those are not jaxflow's)."""
+    jf.layers.import_all()
+    return {name for name, cls in serialize.SPEC_TYPES.items() if cls.__module__.startswith("jaxflow.")}
+
+
+def test_a_fresh_process_that_reads_a_spec_knows_every_layer_kind():
+    """Kinds register when their module is imported: reading a checkpoint's spec must import them
+    all, whichever names the reading process happened to touch. Each kind is looked up with a
+    bogus field: a known kind says "unknown field", an unregistered one "unknown spec type"."""
+    kinds = _jaxflow_kinds()
+    assert {"Permute", "LULinear", "AffineCoupling", "Squeeze", "FactorOut"} <= kinds
+    assert {name for name, cls in core_layer.LAYERS.items() if cls.__module__.startswith("jaxflow.")} <= kinds
+    result = run_python(
+        "from jaxflow import checkpoint\n"
+        f"for name in {sorted(kinds)!r}:\n"
+        "    try:\n"
+        "        checkpoint._spec({'version': 2, 'spec': {'type': name, 'bogus_field': 0}}, 'x')\n"
+        "    except checkpoint.CheckpointError as err:\n"
+        "        assert 'unknown field' in str(err), str(err)\n"
+        "print('ok')\n")
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_run_built_like_the_readme_loads_in_a_fresh_process(tmp_path):
+    """A library run with ActNorm, an alternate coupling, LULinear and a random Permute, saved
+    here, loads in a fresh interpreter and gives the same log-densities."""
+    flow = jf.Flow(event_shape=(3,), layers=jf.Repeat(jf.Chain(
+        jf.ActNorm(), jf.AffineCoupling(mask="alternate", conditioner=jf.MLP(8, 1)), jf.LULinear(),
+        jf.Permute("random", seed=3)), 2))
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    config = train.TrainConfig(steps=1, batch_size=8)
+    state = train.init_state(flow, config, data=x)
+    checkpoint.save(str(tmp_path), flow, config, state, {"data": "test"})
+    expected = np.asarray(jf.log_prob(flow, state.params, x[:4]))
+    result = run_python(
+        "import numpy as np, jaxflow as jf\n"
+        "from jaxflow import checkpoint\n"
+        f"ckpt = checkpoint.load({str(tmp_path)!r})\n"
+        f"x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)[:4]\n"
+        "print(repr(np.asarray(jf.log_prob(ckpt.flow, ckpt.state.params, x)).tolist()))\n")
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(np.asarray(eval(result.stdout.strip()), np.float32), expected)
+
+
+# ------------------------------------------------------------------ one-line errors of common slips
+
+def _flow():
+    return jf.RealNVP(dim=2, num_flows=2, hidden_dim=8, num_hidden=1)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: jf.init(_flow(), 0), r"init\(flow, key\): key must be a JAX PRNG key such as jax.random.key\(0\), got int 0"),
+    (lambda: jf.init(_flow(), jax.random.split(jax.random.key(0), 3)), "one PRNG key, got a batch of keys of shape"),
+    (lambda: jf.sample(_flow(), jf.init(_flow(), jax.random.key(0)), 100),
+     r"sample\(flow, params, key, num_samples\): key must be a JAX PRNG key .* got int 100"),
+    (lambda: jf.Flow(event_shape=2, layers=jf.AffineCoupling()), r"event_shape must be a tuple of ints such as \(2,\), got 2"),
+    (lambda: jf.MultiScaleRealNVP(event_shape=28), r"event_shape must be a tuple \(H, W, C\), got 28"),
+])
+def test_common_slips_are_one_line_errors(call, message):
+    with pytest.raises((TypeError, ValueError), match=message) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+def test_both_kinds_of_key_are_accepted():
+    flow = _flow()
+    for make in (jax.random.key, jax.random.PRNGKey):
+        params = jf.init(flow, make(0))
+        assert jf.sample(flow, params, make(1), 3).shape == (3, 2)
+
+
+def test_a_tfp_latent_is_told_how_to_wrap_it():
+    import distrax
+    import tensorflow_probability.substrates.jax as tfp
+
+    flow = _flow()
+    params = jf.init(flow, jax.random.key(0))
+    latent = tfp.distributions.MultivariateNormalDiag(jnp.zeros(2, jnp.float32), jnp.ones(2, jnp.float32))
+    with pytest.raises(TypeError, match=r"wrap it: latent=distrax.as_distribution\(d\)"):
+        jf.log_prob(flow, params, jnp.zeros((3, 2)), latent=latent)
+    wrapped = jf.log_prob(flow, params, jnp.zeros((3, 2)), latent=distrax.as_distribution(latent))
+    np.testing.assert_allclose(wrapped, jf.log_prob(flow, params, jnp.zeros((3, 2))), rtol=1e-6)
+
+    class DuckLatent:
+        event_shape = (2,)
+
+        def log_prob(self, z):
+            return -0.5 * (z ** 2).sum(-1)
+
+    with pytest.raises(TypeError, match=r"got .*DuckLatent; subclass distrax.Distribution"):
+        jf.log_prob(flow, params, jnp.zeros((3, 2)), latent=DuckLatent())
+
+
+def test_fit_without_validation_data_is_one_line():
+    x = np.zeros((16, 2), np.float32)
+    with pytest.raises(ValueError, match="fit: x_val is required"):
+        train.fit(_flow(), x, None, train.TrainConfig(steps=1, batch_size=4), progress=False)
