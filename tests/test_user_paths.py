@@ -114,3 +114,63 @@ def test_fit_without_validation_data_is_one_line():
     x = np.zeros((16, 2), np.float32)
     with pytest.raises(ValueError, match="fit: x_val is required"):
         train.fit(_flow(), x, None, train.TrainConfig(steps=1, batch_size=4), progress=False)
+
+
+# ------------------------------------------------------------------ what save writes, load reads
+
+def _state_and_config():
+    flow = jf.Flow(event_shape=(3,), layers=jf.Repeat(jf.Chain(jf.AffineCoupling(mask="alternate", conditioner=jf.MLP(8, 1)),
+                                                               jf.LULinear()), 2))
+    config = train.TrainConfig(steps=1, batch_size=8)
+    return flow, config, train.init_state(flow, config)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda state: state._replace(opt_state=__import__("optax").sgd(1e-3).init(state.params)),
+     r"opt_state has another structure .* save the parameters alone with jaxflow.save"),
+    (lambda state: state._replace(params=jax.tree.map(lambda a: a.astype(jnp.bfloat16), state.params)),
+     "parameters of dtype bfloat16; a checkpoint holds one of float32 or float64"),
+])
+def test_save_refuses_what_load_cannot_read(tmp_path, damage, message):
+    flow, config, state = _state_and_config()
+    with pytest.raises(checkpoint.CheckpointError, match=message) as info:
+        checkpoint.save(str(tmp_path / "run"), flow, config, damage(state), {})
+    assert "\n" not in str(info.value) and not (tmp_path / "run").exists()
+
+
+def test_a_params_file_round_trips_exactly_in_a_fresh_process(tmp_path):
+    flow, _, state = _state_and_config()
+    params = jax.tree.map(lambda a: a + 0.01 * jnp.arange(a.size, dtype=a.dtype).reshape(a.shape), state.params)
+    path = str(tmp_path / "model.jaxflow")
+    jf.save(path, flow, params)
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+    result = run_python(
+        "import numpy as np, jaxflow as jf\n"
+        f"flow, params = jf.load({path!r})\n"
+        "x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)\n"
+        "print(repr(flow)); print(repr(np.asarray(jf.log_prob(flow, params, x)).tolist()))\n")
+    assert result.returncode == 0, result.stderr
+    spec, values = result.stdout.strip().splitlines()
+    assert spec == repr(flow)
+    np.testing.assert_array_equal(np.asarray(eval(values), np.float32), jf.log_prob(flow, params, x))
+
+
+def test_a_params_file_in_float64_and_its_damage(tmp_path):
+    flow, _, _ = _state_and_config()
+    params = jf.init(flow, jax.random.key(1), jnp.float64)
+    path = tmp_path / "model.jaxflow"
+    jf.save(str(path), flow, params)
+    loaded_flow, loaded = jf.load(str(path))
+    assert loaded_flow == flow
+    assert jax.tree.all(jax.tree.map(lambda a, b: a.dtype == b.dtype and bool((a == b).all()), params, loaded))
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    (tmp_path / "flipped.jaxflow").write_bytes(bytes(raw))
+    (tmp_path / "link.jaxflow").symlink_to(path)
+    for name, message in (("flipped.jaxflow", "SHA-256|corrupt|not a jaxflow model file"),
+                          ("link.jaxflow", "symbolic link"), ("missing.jaxflow", "cannot read model file")):
+        with pytest.raises(checkpoint.CheckpointError, match=message) as info:
+            jf.load(str(tmp_path / name))
+        assert "\n" not in str(info.value)
+    with pytest.raises(checkpoint.CheckpointError, match="parameters of dtype bfloat16"):
+        jf.save(str(tmp_path / "half.jaxflow"), flow, jax.tree.map(lambda a: a.astype(jnp.bfloat16), params))
