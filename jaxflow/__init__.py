@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from jaxflow._lazy import lazy_names
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"  # the one source: pyproject.toml reads it, as do `jaxflow --version` and -V
 
 # Every public name loads its module on first use (PEP 562): ``import jaxflow`` and the
 # ``jaxflow --help`` command import neither jax (1.2-2 s here) nor distrax/TFP (seconds more).

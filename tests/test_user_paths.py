@@ -174,3 +174,15 @@ def test_a_params_file_in_float64_and_its_damage(tmp_path):
         assert "\n" not in str(info.value)
     with pytest.raises(checkpoint.CheckpointError, match="parameters of dtype bfloat16"):
         jf.save(str(tmp_path / "half.jaxflow"), flow, jax.tree.map(lambda a: a.astype(jnp.bfloat16), params))
+
+
+def test_the_package_metadata_the_module_and_the_command_say_one_version(capsys):
+    """pyproject.toml reads ``jaxflow.__version__`` (an installed copy carries it in its metadata)."""
+    import importlib.metadata
+
+    from jaxflow.cli import main
+
+    assert importlib.metadata.version("jaxflow") == jf.__version__
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"jaxflow {jf.__version__}"
