@@ -186,3 +186,32 @@ def test_the_package_metadata_the_module_and_the_command_say_one_version(capsys)
     with pytest.raises(SystemExit):
         main(["--version"])
     assert capsys.readouterr().out.strip() == f"jaxflow {jf.__version__}"
+
+
+def test_a_coordinate_no_coupling_transforms_is_named_in_a_warning():
+    """With an odd-sized "alternate" mask and Permute("reverse") between couplings, the even
+    coordinates map onto themselves and data coordinate 1 passes through every coupling
+    untouched: the warning names it, and the flow's output indeed carries it unchanged."""
+    layer = jf.Repeat(jf.Chain(jf.AffineCoupling(mask="alternate", conditioner=jf.MLP(8, 1)), jf.Permute("reverse")), 3)
+    with pytest.warns(UserWarning, match=r"coordinate\(s\) \[1\] of the data are never transformed by a coupling") as caught:
+        flow = jf.Flow(event_shape=(3,), layers=layer)
+    assert len(caught) == 1 and caught[0].filename == __file__
+    params = jax.tree.map(lambda a: a + 0.3, jf.init(flow, jax.random.key(0), jnp.float64))
+    x = jax.random.normal(jax.random.key(1), (5, 3), jnp.float64)
+    z = jf.f(flow, params, x)[0]
+    np.testing.assert_array_equal(z[:, 1], x[:, 1])  # three reverses leave coordinate 1 at position 1
+    assert not np.isclose(z[:, [0, 2]], x[:, [0, 2]]).any()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: jf.Flow(event_shape=(4,), layers=jf.Repeat(jf.Chain(jf.AffineCoupling(mask="alternate"), jf.Permute("reverse")), 2)),
+    lambda: jf.Flow(event_shape=(3,), layers=jf.Repeat(jf.Chain(jf.AffineCoupling(mask="alternate"), jf.LULinear()), 2)),
+    lambda: jf.Flow(event_shape=(5,), layers=jf.Repeat(jf.Chain(jf.AffineCoupling(mask="alternate"), jf.Permute("random", 1)), 4)),
+    lambda: jf.RealNVP(dim=3, num_flows=3),
+])
+def test_flows_that_transform_every_coordinate_do_not_warn(make):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make()

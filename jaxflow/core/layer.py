@@ -33,6 +33,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxflow.core.serialize import register
 
@@ -105,6 +106,13 @@ class Layer:
         """Rebuild from :func:`dataclasses.fields` values (checkpoints)."""
         return cls(**fields)
 
+    def untransformed(self, coords: np.ndarray, event_shape: Shape) -> Optional[np.ndarray]:
+        """Coverage of vector events: ``coords`` (int ``(D,)``) holds, at each coordinate of the
+        input, the data coordinate still there untransformed by any coupling, or ``-1``; returns
+        the same for the output, or ``None`` where the layer mixes coordinates (the analysis
+        stops). Default: an elementwise layer, coordinates in place."""
+        return coords
+
     def at_copy(self, index, copies: int) -> "Layer":
         """This layer as copy ``index`` of ``copies`` in a :class:`Repeat` (``index`` an int, or a
         traced int32 scalar inside the scan): itself, unless the layer differs between copies
@@ -142,6 +150,13 @@ class Chain(_Composite):
     @classmethod
     def from_fields(cls, layers) -> "Chain":
         return cls(*layers)
+
+    def untransformed(self, coords, event_shape):
+        for layer in self.layers:
+            if coords is None:
+                return None
+            coords = layer.untransformed(coords, event_shape)
+        return coords
 
     def at_copy(self, index, copies):
         layers = tuple(layer.at_copy(index, copies) for layer in self.layers)
@@ -233,6 +248,13 @@ class Repeat(_Composite):
         inner = dataclasses.replace(self)
         object.__setattr__(inner, "_outer", (index, copies))
         return inner
+
+    def untransformed(self, coords, event_shape):
+        for index in range(self.n):
+            if coords is None or (coords < 0).all():
+                return coords
+            coords = self.copy(index).untransformed(coords, event_shape)
+        return coords
 
     @property
     def _varies(self) -> bool:

@@ -70,6 +70,9 @@ class Permute(Layer):
         """``perm``: output coordinate ``j`` is input coordinate ``perm[j]``."""
         return _permutation(self.kind, self.seed, event_shape[-1])
 
+    def untransformed(self, coords, event_shape):
+        return coords[self.permutation(event_shape)]
+
     def at_copy(self, index, copies: int) -> Layer:
         if self.kind == "reverse" or not self.per_copy:
             return self
