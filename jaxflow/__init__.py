@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from jaxflow._lazy import lazy_names
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"  # the one source: pyproject.toml reads it, as do `jaxflow --version` and -V
 
 # Every public name loads its module on first use (PEP 562): ``import jaxflow`` and the
 # ``jaxflow --help`` command import neither jax (1.2-2 s here) nor distrax/TFP (seconds more).
@@ -32,6 +32,7 @@ _HOMES = {
     **dict.fromkeys(("f", "g", "g_and_log_det", "g_steps", "log_det", "log_prob", "sample", "sample_and_log_prob"),
                     "jaxflow.core.flow"),
     "init": "jaxflow.core.init",
+    **dict.fromkeys(("save", "load"), "jaxflow.model_file"),
     "standard_normal": "jaxflow.core.latent",
     **dict.fromkeys(("Chain", "Layer", "Repeat"), "jaxflow.core.layer"),
     **dict.fromkeys(("Flow", "FlowSpec"), "jaxflow.core.spec"),
@@ -49,6 +50,7 @@ __getattr__, __dir__ = lazy_names(globals(), _HOMES)
 if TYPE_CHECKING:  # pragma: no cover  (static analysers see the lazy names)
     from jaxflow.core.flow import f, g, g_and_log_det, g_steps, log_det, log_prob, sample, sample_and_log_prob  # noqa: F401
     from jaxflow.core.init import init  # noqa: F401
+    from jaxflow.model_file import load, save  # noqa: F401
     from jaxflow.core.latent import standard_normal  # noqa: F401
     from jaxflow.core.layer import Chain, Layer, Repeat  # noqa: F401
     from jaxflow.core.spec import Flow, FlowSpec  # noqa: F401
@@ -83,6 +85,8 @@ __all__ = [
     "IMAGE_MASKS",
     "SCALES",
     "init",
+    "save",
+    "load",
     "f",
     "g",
     "g_and_log_det",

@@ -31,6 +31,7 @@ directory protocol, and the same no-pickle guarantee.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import hashlib
 import json
@@ -44,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxflow import layers
 from jaxflow.core.layer import Chain
 from jaxflow.core.serialize import spec_from_json, spec_to_json
 from jaxflow.core.spec import Flow, FlowSpec
@@ -98,6 +100,7 @@ def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, r
     """
     from flax import serialization
 
+    dtype = _check_savable(flow, config, state)
     os.makedirs(run_dir, exist_ok=True)
     payload = serialization.msgpack_serialize(jax.device_get({"state": serialization.to_state_dict(state)}))
     digest = hashlib.sha256(payload).hexdigest()
@@ -107,7 +110,7 @@ def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, r
         "format": FORMAT,
         "version": VERSION,
         "spec": spec_to_json(flow),
-        "dtype": str(jnp.dtype(jax.tree_util.tree_leaves(state.params)[0].dtype)),
+        "dtype": dtype,
         "train": dataclasses.asdict(config),
         "run": run,
         "step": state.step,
@@ -121,6 +124,43 @@ def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, r
         if os.path.basename(stale) != name:
             os.remove(stale)
     return os.path.join(run_dir, name)
+
+
+#: the parameter dtypes a checkpoint holds
+DTYPES = ("float32", "float64")
+
+
+def params_dtype_name(params, where: str) -> str:
+    """The name of the one dtype of ``params``, if a checkpoint can hold it; else a one-line :class:`CheckpointError`."""
+    dtypes = sorted({str(jnp.result_type(leaf)) for leaf in jax.tree_util.tree_leaves(params)}) or ["float32"]
+    if len(dtypes) != 1 or dtypes[0] not in DTYPES:
+        raise CheckpointError(f"{where}: parameters of dtype {' and '.join(dtypes)}; a checkpoint holds one of "
+                              f"{' or '.join(DTYPES)} (cast them first, e.g. jax.tree.map(lambda a: a.astype('float32'), params))")
+    return dtypes[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _template(flow: FlowSpec, config: TrainConfig, dtype: str) -> TrainState:
+    """The shapes and dtypes (``ShapeDtypeStruct``) of a state of ``flow`` under ``config``: what :func:`load` restores into."""
+    return jax.eval_shape(lambda: init_state(flow, config, jnp.dtype(dtype)))  # shapes only, nothing compiled
+
+
+def _check_savable(flow: FlowSpec, config: TrainConfig, state: TrainState) -> str:
+    """The parameters' dtype name; or refuse, in one line, a state that :func:`load` could not read
+    back: parameters of another dtype, or an optimiser state not made by
+    :func:`jaxflow.train.optimizer` of ``config``."""
+    dtype = params_dtype_name(state.params, "checkpoint.save")
+    template = _template(flow, config, dtype)
+    for name in ("params", "opt_state", "best_params"):
+        want, have = getattr(template, name), getattr(state, name)
+        if jax.tree_util.tree_structure(want) != jax.tree_util.tree_structure(have):
+            hint = ("the optimiser is train.optimizer(config); a state from another optimiser cannot resume here: "
+                    "save the parameters alone with jaxflow.save(path, flow, params)") if name == "opt_state" \
+                else "it does not match the flow's parameter layout"
+            raise CheckpointError(f"checkpoint.save: the state's {name} has another structure than load expects ({hint})")
+    _check_like(tuple(getattr(template, name) for name in ("params", "opt_state", "best_params")),
+                (state.params, state.opt_state, state.best_params), "checkpoint.save")
+    return dtype
 
 
 def _devices(mesh: Optional[Mesh]) -> dict:
@@ -162,7 +202,7 @@ def read_metadata(run_dir: str) -> dict:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata (spec, train, run and payload must be objects)")
     if type(meta["step"]) is not int or not 0 <= meta["step"] <= 2**31 - 1:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata (step {meta['step']!r} is not in [0, 2^31 - 1])")
-    if meta["dtype"] not in ("float32", "float64"):
+    if meta["dtype"] not in DTYPES:
         raise CheckpointError(f"{path}: corrupt checkpoint metadata (dtype {meta['dtype']!r})")
     best = meta.get("best_val_nll")
     if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float)) or not math.isfinite(best)):
@@ -175,6 +215,7 @@ def read_metadata(run_dir: str) -> dict:
 
 
 def _spec(meta: dict, path: str) -> FlowSpec:
+    layers.import_all()
     try:
         if meta["version"] == 1:
             return RealNVP(**meta["spec"])
@@ -233,8 +274,7 @@ def load(run_dir: str) -> Checkpoint:
     payload = _read_payload(run_dir, meta)
     try:
         tree = serialization.msgpack_restore(payload)
-        dtype = jnp.dtype(meta["dtype"])
-        template = jax.eval_shape(lambda: init_state(flow, config, dtype))  # shapes only, nothing compiled
+        template = _template(flow, config, meta["dtype"])
         state = serialization.from_state_dict(template, tree["state"])
         scalars = {"step": int(state.step), "best_val_nll": float(state.best_val_nll),
                    "evals_since_best": int(state.evals_since_best)}

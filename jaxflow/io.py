@@ -159,4 +159,4 @@ def read_regular(path: str, max_bytes: int, what: str, error: type[Exception]) -
             raise error(f"{path}: {what} is not a regular file")
         if info.st_size > max_bytes:
             raise error(f"{path}: {what} is {info.st_size} bytes, more than the {max_bytes} expected")
-        return handle.read(max_bytes + 1)
+        return handle.read(min(info.st_size, max_bytes) + 1)  # a file that grew past its size is caught by the caller

@@ -449,6 +449,9 @@ def fit(flow: FlowSpec, x_train, x_val, config: TrainConfig, *, context_train=No
     ``"data"`` axis; ``batch_size`` must divide by its size. ``state`` is copied onto the mesh,
     never donated.
     """
+    if x_val is None:
+        raise ValueError("fit: x_val is required (validation picks the best parameters and stops early); "
+                         "hold out some rows, e.g. x_train[:-n], x_train[-n:]")
     for part, what in ((x_train, "training data"), (x_val, "validation data"), (context_train, "training context"),
                        (context_val, "validation context")):
         if part is not None:

@@ -340,7 +340,8 @@ def test_repeat_program_size_does_not_grow_with_n():
 def test_repeat_equals_the_chain_of_its_copies_with_sliced_params(dtype):
     n = 3
     repeated = jaxflow.Flow(event_shape=(4,), layers=Repeat(STEP, n), context_dim=0)
-    chained = jaxflow.Flow(event_shape=(4,), layers=Chain(*[STEP] * n))
+    chained = jaxflow.Flow(event_shape=(4,), layers=Chain(*[repeated.layers.copy(k) for k in range(n)]))
+    assert len({repr(layer) for layer in chained.layers.layers}) == n  # STEP's random Permute differs per copy
     params, x, _ = draw(repeated, dtype, seed=12)
     sliced = [jax.tree.map(lambda leaf: leaf[k], params) for k in range(n)]
     for fn in (jaxflow.f, jaxflow.g_and_log_det):

@@ -29,7 +29,7 @@ import numpy as np
 from jaxflow.core.init import check_params, params_dtype
 from jaxflow.core.latent import check_latent, resolve_latent
 from jaxflow.core.spec import FlowSpec
-from jaxflow.core.validation import as_context, as_inputs, embed_context
+from jaxflow.core.validation import as_context, as_inputs, check_key, embed_context
 
 if TYPE_CHECKING:  # pragma: no cover
     import distrax  # imported only where a distrax object is made or passed (jaxflow.core.latent)
@@ -162,6 +162,7 @@ def sample_and_log_prob(flow: FlowSpec, params, key: jax.Array, num_samples: Sam
     gives ``(n, B, *event)``. Both outputs are differentiable in ``params`` and the context.
     """
     dtype = check_params(flow, params)
+    check_key(key, "sample(flow, params, key, num_samples)")
     context = as_context(flow, context, dtype)
     check_latent(flow, latent)
     return _sample_and_log_prob(flow, params, key, _sample_shape(num_samples), context, latent)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxflow.core.spec import FlowSpec
-from jaxflow.core.validation import as_inputs, check_flow, describe, embed_context
+from jaxflow.core.validation import as_inputs, check_flow, check_key, describe, embed_context
 
 __all__ = ["init", "param_shapes", "check_params", "params_dtype"]
 
@@ -35,6 +35,7 @@ def init(flow: FlowSpec, key: jax.Array, dtype=jnp.float32, *, data=None, contex
     :class:`~jaxflow.ActNorm` makes its input batch zero-mean and unit-variance.
     """
     check_flow(flow, "init")
+    check_key(key, "init(flow, key)")
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"init: dtype must be a floating dtype, got {dtype}")

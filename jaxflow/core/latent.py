@@ -79,7 +79,12 @@ def check_latent(flow: FlowSpec, latent: Optional["distrax.Distribution"]) -> No
     if latent is None:
         return
     if not is_distrax_distribution(latent):
-        raise TypeError(f"latent must be a distrax.Distribution, got {type(latent).__name__}")
+        kind = type(latent)
+        name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+        how = ("wrap it: latent=distrax.as_distribution(d)" if kind.__module__.startswith("tensorflow_probability")
+               else "subclass distrax.Distribution (its _sample_n and log_prob), or wrap a TensorFlow Probability "
+                    "distribution with distrax.as_distribution")
+        raise TypeError(f"latent must be a distrax.Distribution, got {name}; {how}")
     if tuple(latent.event_shape) != tuple(flow.event_shape):
         raise ValueError(f"latent must have event shape {tuple(flow.event_shape)}, got {tuple(latent.event_shape)}")
 

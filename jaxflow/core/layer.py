@@ -33,6 +33,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxflow.core.serialize import register
 
@@ -120,6 +121,19 @@ class Layer:
         """Rebuild from :func:`dataclasses.fields` values (checkpoints)."""
         return cls(**fields)
 
+    def untransformed(self, coords: np.ndarray, event_shape: Shape) -> Optional[np.ndarray]:
+        """Coverage of vector events: ``coords`` (int ``(D,)``) holds, at each coordinate of the
+        input, the data coordinate still there untransformed by any coupling, or ``-1``; returns
+        the same for the output, or ``None`` where the layer mixes coordinates (the analysis
+        stops). Default: an elementwise layer, coordinates in place."""
+        return coords
+
+    def at_copy(self, index, copies: int) -> "Layer":
+        """This layer as copy ``index`` of ``copies`` in a :class:`Repeat` (``index`` an int, or a
+        traced int32 scalar inside the scan): itself, unless the layer differs between copies
+        (a random :class:`~jaxflow.Permute` draws one permutation per copy)."""
+        return self
+
 
 class _Composite(Layer):
     """A layer made of layers: ``_inverse(..., keep_steps)`` returns ``(x, log-det, steps)`` and
@@ -151,6 +165,17 @@ class Chain(_Composite):
     @classmethod
     def from_fields(cls, layers) -> "Chain":
         return cls(*layers)
+
+    def untransformed(self, coords, event_shape):
+        for layer in self.layers:
+            if coords is None:
+                return None
+            coords = layer.untransformed(coords, event_shape)
+        return coords
+
+    def at_copy(self, index, copies):
+        layers = tuple(layer.at_copy(index, copies) for layer in self.layers)
+        return self if all(new is old for new, old in zip(layers, self.layers)) else Chain(*layers)
 
     def _shapes(self, event_shape: Shape) -> list[Shape]:
         """Event shape entering each layer, then the output's."""
@@ -205,7 +230,8 @@ class Repeat(_Composite):
     with ``n``. ``unroll`` is the scan's ``unroll`` (``True`` unrolls all ``n``; stored as ``n``);
     ``unroll >= n`` leaves no loop at all, not even one of one trip (XLA:CPU runs convolution
     gradients in a loop body ~40x slower, ``bench/conv_scan.py``). The layer must keep the
-    event shape.
+    event shape. Copy ``k`` is ``layer.at_copy(k, n)`` (:meth:`Layer.at_copy`): the scan also
+    runs over the copy index where the copies differ.
     """
 
     layer: Layer
@@ -227,25 +253,60 @@ class Repeat(_Composite):
             raise ValueError(f"Repeat: the repeated layer must keep the event shape {tuple(event_shape)}, "
                              f"it maps it to {self.layer.output_shape(event_shape)}")
 
+    # (outer, outer_copies) of a Repeat that is itself a copy (:meth:`at_copy`): its copy k is copy
+    # outer * n + k of outer_copies * n. An instance attribute, not a field: not part of the spec.
+    _outer = (0, 1)
+
+    def at_copy(self, index, copies):
+        if self.layer.at_copy(0, copies * self.n) is self.layer:
+            return self
+        inner = dataclasses.replace(self)
+        object.__setattr__(inner, "_outer", (index, copies))
+        return inner
+
+    def untransformed(self, coords, event_shape):
+        for index in range(self.n):
+            if coords is None or (coords < 0).all():
+                return coords
+            coords = self.copy(index).untransformed(coords, event_shape)
+        return coords
+
+    @property
+    def _varies(self) -> bool:
+        """Whether the copies differ (then the scans run over the copy index too)."""
+        return self.layer.at_copy(0, self.n) is not self.layer
+
+    def _copies(self, params):
+        """The scans' ``xs``: each copy's params, with its index where the copies differ."""
+        return (params, jnp.arange(self.n, dtype=jnp.int32)) if self._varies else (params, None)
+
+    def copy(self, index) -> Layer:
+        """The spec of copy ``index`` (an int, or the scan's traced index; ``None``: ``layer``)."""
+        if index is None:
+            return self.layer
+        outer, outer_copies = self._outer
+        return self.layer.at_copy(outer * self.n + index, outer_copies * self.n)
+
     def init(self, key, event_shape, context_dim, dtype, data=None, context=None):
         keys = jax.random.split(key, self.n)
         one = lambda layer_key, data: self.layer.init(layer_key, event_shape, context_dim, dtype, data, context)
         if data is None:
             return jax.vmap(lambda layer_key: one(layer_key, None))(keys)
 
-        def step(data, layer_key):
+        def step(data, xs):
+            layer_key, index = xs
             params = one(layer_key, data)
-            return self.layer.forward(params, data, context, event_shape)[0], params
+            return self.copy(index).forward(params, data, context, event_shape)[0], params
 
-        return jax.lax.scan(step, data, keys)[1]
+        return jax.lax.scan(step, data, self._copies(keys))[1]
 
     def forward(self, params, x, context, event_shape):
-        def step(carry, layer_params):
-            x, total = carry
-            z, ld = self.layer.forward(layer_params, x, context, event_shape)
+        def step(carry, xs):
+            (x, total), (layer_params, index) = carry, xs
+            z, ld = self.copy(index).forward(layer_params, x, context, event_shape)
             return (z, total + ld), None
 
-        (z, total), _ = jax.lax.scan(step, (x, zero_log_det(x, event_shape)), params, length=self.n,
+        (z, total), _ = jax.lax.scan(step, (x, zero_log_det(x, event_shape)), self._copies(params), length=self.n,
                                      unroll=self._scan_unroll)
         return z, total
 
@@ -257,11 +318,11 @@ class Repeat(_Composite):
         return steps[::-1]  # the reversed scan stacked them by layer index; g applies the last layer first
 
     def _inverse(self, params, z, context, event_shape, keep_steps):
-        def step(carry, layer_params):
-            z, total = carry
-            x, ld = self.layer.inverse(layer_params, z, context, event_shape)
+        def step(carry, xs):
+            (z, total), (layer_params, index) = carry, xs
+            x, ld = self.copy(index).inverse(layer_params, z, context, event_shape)
             return (x, total + ld), (x if keep_steps else None)
 
-        (x, total), steps = jax.lax.scan(step, (z, zero_log_det(z, event_shape)), params, length=self.n,
+        (x, total), steps = jax.lax.scan(step, (z, zero_log_det(z, event_shape)), self._copies(params), length=self.n,
                                          reverse=True, unroll=self._scan_unroll)
         return x, total, steps

@@ -11,12 +11,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
+import warnings
 from typing import Optional
+
+import numpy as np
 
 from jaxflow.core.layer import Layer, require_int
 from jaxflow.core.serialize import register
 
 __all__ = ["FlowSpec", "Flow"]
+
+
+def _outside_jaxflow() -> int:
+    """The ``stacklevel`` of a warning that names the first caller outside jaxflow."""
+    level, frame = 2, sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("jaxflow."):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 class FlowSpec:
@@ -43,6 +55,8 @@ class FlowSpec:
 
     def _check(self) -> None:
         name = type(self).__name__
+        if not isinstance(self.event_shape, tuple):
+            raise TypeError(f"{name}: event_shape must be a tuple of ints such as (2,), got {self.event_shape!r}")
         if not self.event_shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.event_shape):
             raise ValueError(f"{name}: event_shape must be a non-empty tuple of positive ints, got {self.event_shape!r}")
         require_int(name, "context_dim", self.context_dim, 0)
@@ -53,10 +67,23 @@ class FlowSpec:
         if self.layers.output_shape(tuple(self.event_shape)) != tuple(self.event_shape):
             raise ValueError(f"{name}: the layers map event shape {tuple(self.event_shape)} to "
                              f"{self.layers.output_shape(tuple(self.event_shape))}; the latent must have the data's shape")
+        if len(self.event_shape) == 1:
+            self._check_every_coordinate_transformed()
         if self.context_affine is not None:
             if self.context_dim == 0:
                 raise ValueError(f"{name}: context_affine needs a conditional flow (context_dim > 0)")
             self.context_affine.check((self.context_dim,), 0)
+
+
+    def _check_every_coordinate_transformed(self) -> None:
+        """Warn, in one line, of coordinates of a vector event that no coupling transforms (e.g. an
+        odd-sized ``"alternate"`` mask with ``Permute("reverse")`` between couplings maps the even
+        coordinates onto themselves): their density is only what the elementwise layers give."""
+        coords = self.layers.untransformed(np.arange(self.event_shape[0]), self.event_shape)
+        if coords is not None and (coords >= 0).any():
+            never = sorted(coords[coords >= 0].tolist())
+            warnings.warn(f"{type(self).__name__}: coordinate(s) {never} of the data are never transformed by a coupling; "
+                          "put a Permute or LULinear between couplings, or use mask='half'", UserWarning, stacklevel=_outside_jaxflow())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxflow.core.spec import FlowSpec
 
-__all__ = ["check_flow", "describe", "as_events", "as_context", "as_inputs", "embed_context"]
+__all__ = ["check_flow", "check_key", "describe", "as_events", "as_context", "as_inputs", "embed_context"]
 
 
 def check_flow(flow, where: str = "") -> None:
@@ -23,6 +23,20 @@ def check_flow(flow, where: str = "") -> None:
         prefix = f"{where}: " if where else ""
         raise TypeError(f"{prefix}expected a jaxflow flow spec (jaxflow.Flow or jaxflow.RealNVP) as first argument, "
                         f"got {type(flow).__name__}")
+
+
+def check_key(key, where: str) -> None:
+    """``TypeError`` unless ``key`` is one JAX PRNG key: a typed key (``jax.random.key(seed)``) of
+    shape ``()``, or a raw ``uint32`` key (``jax.random.PRNGKey(seed)``)."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if np.shape(key) != ():
+            raise TypeError(f"{where}: key must be one PRNG key, got a batch of keys of shape {np.shape(key)}")
+        return
+    if dtype == np.uint32 and np.ndim(key) == 1:
+        return
+    got = f"{type(key).__name__} {key!r}" if np.ndim(key) == 0 else f"{type(key).__name__} of shape {np.shape(key)}"
+    raise TypeError(f"{where}: key must be a JAX PRNG key such as jax.random.key(0), got {got}")
 
 
 def describe(flow: FlowSpec) -> str:

@@ -4,6 +4,8 @@ Names load their module on first use (PEP 562), so :mod:`jaxflow.layers.names` (
 names the command line offers) imports without jax.
 """
 
+import importlib
+
 from jaxflow._lazy import lazy_names
 
 _HOMES = {
@@ -24,6 +26,16 @@ _HOMES = {
 
 
 __getattr__, __dir__ = lazy_names(globals(), _HOMES)
+
+
+def import_all() -> None:
+    """Import every layer module, so every layer kind is registered (:data:`jaxflow.core.layer.LAYERS`).
+
+    Kinds register when their module is first imported; a fresh process reading a spec (a
+    checkpoint) needs them all, whichever names it happened to touch.
+    """
+    for module in sorted(set(_HOMES.values())):
+        importlib.import_module(module)
 
 
 __all__ = ["AffineCoupling", "ActNorm", "Affine", "LULinear", "Logit", "Permute", "Squeeze", "Unsqueeze", "FactorOut",

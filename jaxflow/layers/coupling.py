@@ -115,6 +115,12 @@ class AffineCoupling(Layer):
         if self.flip and len(event_shape) == 1:
             raise ValueError("AffineCoupling: flip applies to image masks; on vector events give the mask explicitly")
 
+    def untransformed(self, coords, event_shape):
+        split = resolve_mask(self.mask, event_shape[0])
+        out = np.full_like(coords, -1)
+        out[split.out_cond] = coords[split.cond]
+        return out
+
     def sizes(self, event_shape, context_dim) -> tuple[int, int]:
         """The conditioner's input and output sizes: ``(|C| + context_dim, 2 |T|)`` on vectors,
         channels ``(C + context_dim, 2 C)`` on images."""

@@ -50,6 +50,9 @@ class LULinear(Layer):
         return {"lower": jnp.zeros((size, size), dtype), "upper": jnp.zeros((size, size), dtype),
                 "log_diag": jnp.zeros(size, dtype)}
 
+    def untransformed(self, coords, event_shape):
+        return None  # every output coordinate mixes all inputs
+
     def forward(self, params, x, context, event_shape):
         lower, upper = lu_factors(params)
         return x @ (lower @ upper).T, _log_det(params, x, event_shape)
