@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _env(devices: int) -> dict:
-    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONPATH=str(ROOT),
-                OMP_NUM_THREADS="1")
+    """The session's ``XLA_FLAGS`` (the root ``conftest.py``'s compile setting) plus the device split."""
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    return dict(os.environ, XLA_FLAGS=flags, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")
