@@ -273,7 +273,7 @@ def test_help_and_import_do_not_load_jax():
 
 def test_a_damaged_learning_curve_stops_the_resume_in_one_line(run, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    argv = ["fit", run[1], "--out", run_dir, "--steps", "20", "--eval-every", "10", *TINY]  # the fixture's fit, compiled
+    argv = ["fit", run[1], "--out", run_dir, "--steps", "20", "--eval-every", "10", *TINY]  # the fixture's fit
     assert _run(capsys, *argv)[0] == 0
     ckpt = checkpoint.load(str(run_dir))
     checkpoint.save(str(run_dir), ckpt.flow, ckpt.config, ckpt.state._replace(step=10), ckpt.run)  # resumable
