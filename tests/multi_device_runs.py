@@ -4,7 +4,8 @@
 ``python tests/multi_device_runs.py OUT``: the same 20-step fit on 1 and on 4 devices, each also
 interrupted at step 10 (a signal from its checkpoint) and resumed on the other device count, and
 ``mean_nll`` sharded and not; writes the final parameters, validation NLLs and checkpoint
-metadata to ``OUT/runs.npz`` and ``OUT/runs.json``.
+metadata to ``OUT/runs.npz`` and ``OUT/runs.json``. Then ``jaxflow fit`` of :data:`FIT` on one
+device, in this process, into ``OUT/single``: the truth of the two-process test.
 """
 
 import json
@@ -16,10 +17,13 @@ import jax
 import numpy as np
 
 import jaxflow
-from jaxflow import checkpoint, data, train
+from jaxflow import checkpoint, cli, data, train
 
 FLOW = jaxflow.RealNVP(dim=2, num_flows=2, hidden_dim=8, num_hidden=1, scale="tanh", identity_init=True)
 CONFIG = train.TrainConfig(steps=20, batch_size=32, eval_every=5, steps_per_call=5)
+#: the ``jaxflow`` command line of the two-process test (plus ``--out`` and its device options)
+FIT = ["fit", "moons", "--steps", "20", "--eval-every", "10", "--batch-size", "32", "--num-flows", "2",
+       "--hidden-dim", "8", "--num-hidden", "1", "--steps-per-call", "5", "--quiet"]
 
 
 def main(out: str) -> None:
@@ -51,6 +55,7 @@ def main(out: str) -> None:
     np.savez(os.path.join(out, "runs.npz"), **arrays)
     with open(os.path.join(out, "runs.json"), "w") as f:
         json.dump(record, f)
+    assert cli.main([*FIT, "--out", os.path.join(out, "single")]) == 0  # --devices 1
 
 
 if __name__ == "__main__":

@@ -275,27 +275,25 @@ def test_demo_short_mode(tmp_path, capsys):
     assert (tmp_path / "demo" / "demo.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_resume_ignores_how_a_flow_is_computed_but_not_its_compute_dtype(tmp_path):
+def test_resume_ignores_how_a_flow_is_computed_but_not_its_compute_dtype(run):
     """scan_unroll changes how, not what: a run resumes across it; compute_dtype changes the numbers,
-    and a real change of the model is refused too, each naming the old and new value."""
+    and a real change of the model is refused too, each naming the old and new value.
+    (The module's fitted run, read only: ``_prepare_run_dir`` writes nothing.)"""
     import dataclasses
 
     from jaxflow import cli, commands
 
-    x = data.toy("moons").sample(300, seed=0)
-    model = commands._model_and_config(data.Splits("moons", x, x, x), {**cli.DEFAULTS, "num_flows": 2, "hidden_dim": 8})[0]
-    config = train.TrainConfig(steps=2, batch_size=16, eval_every=2)
-    flow = train.standardize(model, x)
-    state = train.fit(flow, x, x, config, progress=False).state
-    checkpoint.save(str(tmp_path), flow, config, state, {})
-    unrolled = train.standardize(dataclasses.replace(model, scan_unroll=True), x)
-    assert commands._prepare_run_dir(str(tmp_path), unrolled, config, {}).state.step == 2
-    bf16 = train.standardize(dataclasses.replace(model, compute_dtype="bfloat16"), x)
+    run_dir, ckpt, splits = str(run[2]), checkpoint.load(str(run[2])), data.load_dataset(str(run[1]))
+    model = commands._model_and_config(splits, {**cli.DEFAULTS, "num_flows": 2, "hidden_dim": 8, "num_hidden": 1})[0]
+    assert train.standardize(model, splits.train) == ckpt.flow
+    unrolled = train.standardize(dataclasses.replace(model, scan_unroll=True), splits.train)
+    assert commands._prepare_run_dir(run_dir, unrolled, ckpt.config, ckpt.run).state.step == 20
+    bf16 = train.standardize(dataclasses.replace(model, compute_dtype="bfloat16"), splits.train)
     with pytest.raises(cli.CLIError, match=r"different configuration \(layers\.layers\[1\]\.layer\.conditioner\.compute_dtype: None -> 'bfloat16'\)"):
-        commands._prepare_run_dir(str(tmp_path), bf16, config, {})
-    deeper = train.standardize(dataclasses.replace(model, num_flows=3), x)
+        commands._prepare_run_dir(run_dir, bf16, ckpt.config, ckpt.run)
+    deeper = train.standardize(dataclasses.replace(model, num_flows=3), splits.train)
     with pytest.raises(cli.CLIError, match=r"different configuration \(layers\.layers\[1\]\.n: 2 -> 3\)"):
-        commands._prepare_run_dir(str(tmp_path), deeper, config, {})
+        commands._prepare_run_dir(run_dir, deeper, ckpt.config, ckpt.run)
 
 
 def test_help_and_import_do_not_load_jax():
@@ -308,9 +306,9 @@ def test_help_and_import_do_not_load_jax():
     assert out.stdout.strip() == "[]"
 
 
-def test_a_damaged_learning_curve_stops_the_resume_in_one_line(tmp_path, capsys):
+def test_a_damaged_learning_curve_stops_the_resume_in_one_line(run, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    argv = ["fit", "moons", "--out", run_dir, "--steps", "20", "--eval-every", "10", *TINY]
+    argv = ["fit", run[1], "--out", run_dir, "--steps", "20", "--eval-every", "10", *TINY]  # the fixture's fit
     assert _run(capsys, *argv)[0] == 0
     ckpt = checkpoint.load(str(run_dir))
     checkpoint.save(str(run_dir), ckpt.flow, ckpt.config, ckpt.state._replace(step=10), ckpt.run)  # resumable
