@@ -18,9 +18,10 @@ Pixel data are instead dequantised into the unit cube and put behind a fixed
 (:mod:`jaxflow.units`, ``mean_nll(..., levels=)``).
 
 Training minimises the minibatch NLL with optax (gradient clipping, then Adam with a cosine
-learning-rate decay). Step ``k`` (0-based) draws its batch with replacement from the key
-``fold_in(rng, k)``, so the whole run is a pure function of ``(flow, config, data)``: a run
-interrupted and resumed from its checkpoint ends at exactly the parameters of an uninterrupted one.
+learning-rate decay, after an optional linear warm-up). Step ``k`` (0-based) draws its batch
+with replacement from the key ``fold_in(rng, k)``, so the whole run is a pure function of
+``(flow, config, data)``: a run interrupted and resumed from its checkpoint ends at exactly the
+parameters of an uninterrupted one.
 
 One dispatch runs ``steps_per_call`` steps (a ``lax.scan`` inside the jitted step), so the host
 reads the losses back once per call, not once per step. On a :class:`jax.sharding.Mesh` with a
@@ -64,6 +65,7 @@ __all__ = [
     "TrainConfig",
     "EXECUTION_FIELDS",
     "TrainState",
+    "learning_rate",
     "optimizer",
     "init_state",
     "make_train_step",
@@ -243,6 +245,8 @@ class TrainConfig:
       lr: peak learning rate of Adam.
       lr_schedule: ``"cosine"`` (decay from ``lr`` to ``lr * final_lr_fraction``) or ``"constant"``.
       final_lr_fraction: the cosine schedule's last learning rate as a fraction of ``lr``.
+      warmup_fraction: the cosine schedule first rises linearly from 0 to ``lr`` over this
+        fraction of ``steps``, then decays over the rest (:func:`learning_rate`).
       max_grad_norm: gradients are clipped to this global norm before Adam.
       eval_every: validation NLL (and a checkpoint) every this many steps, and at the last step.
       patience: stop after this many evaluations without a better validation NLL; ``0``: never.
@@ -258,6 +262,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_schedule: str = "cosine"
     final_lr_fraction: float = 0.01
+    warmup_fraction: float = 0.0
     max_grad_norm: float = 10.0
     eval_every: int = 250
     patience: int = 20
@@ -275,15 +280,39 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {name} must be a finite number > 0, got {value!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"TrainConfig: lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        fraction = self.warmup_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+            raise ValueError(f"TrainConfig: warmup_fraction must be a number in [0, 1), got {fraction!r}")
+
+
+def learning_rate(config: TrainConfig) -> optax.Schedule:
+    """The learning rate of step ``k`` (0-based): ``lr`` for ``"constant"``; for ``"cosine"``, with
+    ``W = min(round(warmup_fraction * steps), steps - 1)`` warm-up steps and ``a = final_lr_fraction``,
+
+    .. math::
+
+        \\eta_k = \\text{lr} \\cdot \\frac{k}{W} \\quad (k < W), \\qquad
+        \\eta_k = \\text{lr} \\left(a + (1 - a) \\, \\frac{1 + \\cos(\\pi (k - W) / (\\text{steps} - W))}{2}\\right)
+        \\quad (k \\ge W).
+
+    A warm-up keeps Adam's first steps small: its first updates move every parameter by about
+    ``lr`` whatever the size of its gradient. Measured on moons (``jaxflow fit``'s model, 4000
+    steps, 12 seeds): a 5 % warm-up took the seeds' test NLL from 0.3054 +- 0.0073 nats (worst
+    0.327) to 0.3042 +- 0.0014 (worst 0.306), but the median from 0.3025 to 0.3044 and ``jaxflow
+    demo`` from 0.3029 to 0.3054, and a 2 % one left the worst seed at 0.331; so it is off by default.
+    """
+    if config.lr_schedule == "constant":
+        return optax.constant_schedule(config.lr)
+    warmup = min(round(config.warmup_fraction * config.steps), config.steps - 1)
+    decay = optax.cosine_decay_schedule(config.lr, config.steps - warmup, alpha=config.final_lr_fraction)
+    if warmup == 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup), decay], [warmup])
 
 
 def optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    """``clip_by_global_norm(max_grad_norm)`` then Adam at the configured learning-rate schedule."""
-    if config.lr_schedule == "cosine":
-        schedule = optax.cosine_decay_schedule(config.lr, config.steps, alpha=config.final_lr_fraction)
-    else:
-        schedule = optax.constant_schedule(config.lr)
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(schedule))
+    """``clip_by_global_norm(max_grad_norm)`` then Adam at the :func:`learning_rate` schedule."""
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate(config)))
 
 
 class TrainState(NamedTuple):

@@ -8,6 +8,7 @@ import signal
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxflow
@@ -161,6 +162,36 @@ def test_validate_keeps_the_best_parameters():
     worse = better._replace(params=jax.tree_util.tree_map(lambda p: p + 1.0, better.params), best_val_nll=-math.inf)
     kept, _ = train._validate(flow, x, None, worse)
     assert kept.evals_since_best == 1 and kept.best_params is worse.best_params
+
+
+def test_learning_rate_warms_up_linearly_then_decays_as_a_cosine():
+    """The closed form of :func:`train.learning_rate` at every step, with and without warm-up."""
+    steps, lr, a = 200, 1e-2, 0.01
+    k = np.arange(steps + 1)
+    for fraction, warmup in ((0.1, 20), (0.0, 0)):
+        config = train.TrainConfig(steps=steps, lr=lr, final_lr_fraction=a, warmup_fraction=fraction)
+        cosine = lr * (a + (1 - a) * (1 + np.cos(np.pi * np.clip(k - warmup, 0, None) / (steps - warmup))) / 2)
+        expected = np.where(k < warmup, lr * k / max(warmup, 1), cosine)
+        schedule = train.learning_rate(config)
+        with jax.numpy_dtype_promotion("standard"):  # optax's schedules mix int counts with floats
+            np.testing.assert_allclose([float(schedule(i)) for i in k], expected, rtol=1e-6, atol=1e-12)
+    constant = train.learning_rate(train.TrainConfig(lr=lr, lr_schedule="constant", warmup_fraction=0.5))
+    assert float(constant(0)) == float(constant(steps)) == pytest.approx(lr)
+
+
+def test_a_config_from_before_warmup_keeps_its_schedule():
+    """A checkpoint's config written before ``warmup_fraction`` existed loads as no warm-up: the
+    plain cosine it was trained with, step for step, so a resumed run continues as it began."""
+    old = {key: value for key, value in dataclasses.asdict(train.TrainConfig(steps=300, lr=3e-3)).items()
+           if key != "warmup_fraction"}
+    schedule, cosine = train.learning_rate(train.TrainConfig(**old)), optax.cosine_decay_schedule(3e-3, 300, alpha=0.01)
+    assert all(float(schedule(i)) == float(cosine(i)) for i in range(301))
+
+
+@pytest.mark.parametrize("fraction", [1.0, -0.1, True, "0.1", math.nan])
+def test_warmup_fraction_out_of_range_is_refused(fraction):
+    with pytest.raises(ValueError, match=r"TrainConfig: warmup_fraction must be a number in \[0, 1\)"):
+        train.TrainConfig(warmup_fraction=fraction)
 
 
 def _batch_rows(k: int, n: int, config: train.TrainConfig) -> set[int]:
