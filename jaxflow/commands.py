@@ -545,7 +545,8 @@ def _model_and_config(splits: Splits, options: dict) -> tuple[FlowSpec, TrainCon
     the image's checkers and their complement; else a ``Repeat`` of ``Chain(AffineCoupling(mask), Permute)``."""
     event_shape = splits.event_shape
     context_dim = 0 if splits.train_context is None else splits.train_context.shape[1]
-    config_options = ("steps", "batch_size", "lr", "eval_every", "patience", "seed", "steps_per_call")
+    config_options = ("steps", "batch_size", "lr", "warmup_fraction", "eval_every", "patience", "seed",
+                      "steps_per_call")
     if len(event_shape) == 3:
         _refuse_other_layout(options, event_shape, VECTOR_MODEL_OPTIONS)
         try:
