@@ -100,6 +100,7 @@ def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, r
     """
     from flax import serialization
 
+    spec = spec_to_json(flow)  # first: a spec that cannot be saved leaves nothing behind
     dtype = _check_savable(flow, config, state)
     os.makedirs(run_dir, exist_ok=True)
     payload = serialization.msgpack_serialize(jax.device_get({"state": serialization.to_state_dict(state)}))
@@ -109,7 +110,7 @@ def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, r
     meta = {
         "format": FORMAT,
         "version": VERSION,
-        "spec": spec_to_json(flow),
+        "spec": spec,
         "dtype": dtype,
         "train": dataclasses.asdict(config),
         "run": run,

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jaxflow
-from jaxflow import ActNorm, Affine, AffineCoupling, Chain, LULinear, Permute, Repeat
+from jaxflow import ActNorm, Affine, AffineCoupling, AffineTransform, Chain, Coupling, LULinear, Permute, Repeat, RQSpline
 from core_helpers import event_jacobian_log_det, perturb
 from core_tolerances import assert_close
 
@@ -43,6 +43,9 @@ FLOWS = {
     "coupling_half_exp": ((5,), coupling("half", "exp"), 0),
     "coupling_alternate_tanh": ((5,), coupling("alternate", "tanh"), 2),
     "coupling_explicit_sigmoid": ((4,), coupling((False, True, True, False), "sigmoid"), 0),
+    # x ~ 1.3 N(0, 1): about a quarter of the points lie in the spline's identity tails beyond 1.5
+    "coupling_rqspline": ((5,), Coupling("alternate", SMALL, RQSpline(bins=4, bound=1.5)), 2),
+    "coupling_affine_transform": ((4,), Coupling((True, False, False, True), SMALL, AffineTransform("tanh", 2.0)), 0),
     "permute_reverse": ((5,), Permute("reverse"), 0),
     "permute_random": ((5,), Permute("random", seed=3), 0),
     "actnorm": ((5,), ActNorm(), 0),
@@ -56,6 +59,8 @@ FLOWS = {
                                            Permute("reverse")), 3), 0),
     "chain_around_repeat": ((3,), Chain(LULinear(), Repeat(coupling((True, False, True), "sigmoid"), 2), ActNorm(),
                                         coupling("half", "exp")), 1),
+    "neural_spline_flow": ((3,), jaxflow.NeuralSplineFlow(3, num_layers=2, bins=5, bound=2.0, hidden_dim=8,
+                                                          num_hidden=1).layers, 1),
 }
 
 

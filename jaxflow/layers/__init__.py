@@ -10,6 +10,9 @@ from jaxflow._lazy import lazy_names
 
 _HOMES = {
     "AffineCoupling": "jaxflow.layers.coupling",
+    "Coupling": "jaxflow.layers.coupling",
+    "AffineTransform": "jaxflow.layers.transforms",
+    "RQSpline": "jaxflow.layers.transforms",
     "ActNorm": "jaxflow.layers.elementwise",
     "Affine": "jaxflow.layers.elementwise",
     "LULinear": "jaxflow.layers.lu",
@@ -38,5 +41,5 @@ def import_all() -> None:
         importlib.import_module(module)
 
 
-__all__ = ["AffineCoupling", "ActNorm", "Affine", "LULinear", "Logit", "Permute", "Squeeze", "Unsqueeze", "FactorOut",
-           "MASKS", "IMAGE_MASKS", "SCALES", "PERMUTATIONS"]
+__all__ = ["AffineCoupling", "Coupling", "AffineTransform", "RQSpline", "ActNorm", "Affine", "LULinear", "Logit",
+           "Permute", "Squeeze", "Unsqueeze", "FactorOut", "MASKS", "IMAGE_MASKS", "SCALES", "PERMUTATIONS"]
