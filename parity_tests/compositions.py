@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import jaxflow
 import torchref
 
-__all__ = ["composed_flows", "leaf_layers", "make_composed_pair", "perturb", "COMPOSED_EDGE_CASES"]
+__all__ = ["composed_flows", "LEAVES", "leaf_layers", "make_composed_pair", "perturb", "COMPOSED_EDGE_CASES"]
 
 MLPS = st.builds(jaxflow.MLP, hidden_dim=st.sampled_from([4, 16]), num_hidden=st.integers(0, 2),
                  negative_slope=st.sampled_from([0.01, 0.2]))
@@ -34,16 +34,21 @@ def _numbers(values, dim: int):
     return st.one_of(values, st.tuples(*[values] * dim))
 
 
+LEAVES = {  # kind -> its random layers on R^dim; a row per leaf kind (tests/test_layer_kinds.py checks it)
+    jaxflow.AffineCoupling: lambda dim: st.builds(
+        jaxflow.AffineCoupling, mask=_mask(dim), conditioner=MLPS, scale=st.sampled_from(jaxflow.SCALES),
+        clamp=st.sampled_from([2.0, 5.0])),
+    jaxflow.Permute: lambda dim: st.builds(jaxflow.Permute, kind=st.just("random"), seed=st.integers(0, 1000))
+    | st.just(jaxflow.Permute()),
+    jaxflow.ActNorm: lambda dim: st.just(jaxflow.ActNorm()),
+    jaxflow.LULinear: lambda dim: st.just(jaxflow.LULinear()),
+    jaxflow.Affine: lambda dim: st.builds(jaxflow.Affine, shift=_numbers(NUMBERS, dim), scale=_numbers(SCALES, dim)),
+}
+
+
 def leaf_layers(dim: int):
-    """Any one leaf layer on ``R^dim``."""
-    return st.one_of(
-        st.builds(jaxflow.AffineCoupling, mask=_mask(dim), conditioner=MLPS, scale=st.sampled_from(jaxflow.SCALES),
-                  clamp=st.sampled_from([2.0, 5.0])),
-        st.builds(jaxflow.Permute, kind=st.just("random"), seed=st.integers(0, 1000)) | st.just(jaxflow.Permute()),
-        st.just(jaxflow.ActNorm()),
-        st.just(jaxflow.LULinear()),
-        st.builds(jaxflow.Affine, shift=_numbers(NUMBERS, dim), scale=_numbers(SCALES, dim)),
-    )
+    """Any one leaf layer on ``R^dim``: a draw from one of :data:`LEAVES`."""
+    return st.one_of(*(layers(dim) for layers in LEAVES.values()))
 
 
 def _block(layers):
