@@ -13,9 +13,9 @@
 (5, 3, 2)
 
 Layout: :mod:`jaxflow.core` (the layer protocol, ``Chain``/``Repeat``, flow specs, ``f``/``g``/
-``log_prob``, init, validation), :mod:`jaxflow.layers` (coupling, masks, scale maps,
-permutations, ActNorm, affine, LU), :mod:`jaxflow.nets` (conditioners: MLP, ResNet), :mod:`jaxflow.presets`
-(``RealNVP``, ``MultiScaleRealNVP``), :mod:`jaxflow.interop` (distrax, imported on first use of ``as_distribution``,
+``log_prob``, init, validation), :mod:`jaxflow.layers` (couplings, transforms (affine, rational-quadratic spline), masks, scale maps,
+permutations, ActNorm, affine, LU), :mod:`jaxflow.nets` (conditioners: MLP, ResNet, your own Flax module), :mod:`jaxflow.presets`
+(``RealNVP``, ``MultiScaleRealNVP``, ``NeuralSplineFlow``), :mod:`jaxflow.interop` (distrax, imported on first use of ``as_distribution``,
 ``as_bijector`` or ``FlowBijector``); the application (``train``, ``data``, ``checkpoint``,
 ``cli``, ``plotting``) builds on them.
 """
@@ -35,10 +35,12 @@ _HOMES = {
     "standard_normal": "jaxflow.core.latent",
     **dict.fromkeys(("Chain", "Layer", "Repeat"), "jaxflow.core.layer"),
     **dict.fromkeys(("Flow", "FlowSpec"), "jaxflow.core.spec"),
-    **dict.fromkeys(("MASKS", "IMAGE_MASKS", "SCALES", "ActNorm", "Affine", "AffineCoupling", "LULinear", "Logit",
-                     "Permute", "Squeeze", "Unsqueeze", "FactorOut"), "jaxflow.layers"),
-    **dict.fromkeys(("MLP", "ResNet"), "jaxflow.nets"),
-    **dict.fromkeys(("RealNVP", "MultiScaleRealNVP"), "jaxflow.presets"),
+    **dict.fromkeys(("MASKS", "IMAGE_MASKS", "SCALES", "ActNorm", "Affine", "AffineCoupling", "Coupling",
+                     "AffineTransform", "RQSpline", "LULinear", "Logit", "Permute", "Squeeze", "Unsqueeze",
+                     "FactorOut"), "jaxflow.layers"),
+    **dict.fromkeys(("MLP", "ResNet", "FlaxConditioner"), "jaxflow.nets"),
+    "register": "jaxflow.core.serialize",
+    **dict.fromkeys(("RealNVP", "MultiScaleRealNVP", "NeuralSplineFlow"), "jaxflow.presets"),
     **dict.fromkeys(("FlowBijector", "as_bijector", "as_distribution"), "jaxflow.interop.distrax_adapter"),
 }
 
@@ -53,22 +55,27 @@ if TYPE_CHECKING:  # pragma: no cover  (static analysers see the lazy names)
     from jaxflow.core.layer import Chain, Layer, Repeat  # noqa: F401
     from jaxflow.core.spec import Flow, FlowSpec  # noqa: F401
     from jaxflow.interop.distrax_adapter import FlowBijector, as_bijector, as_distribution  # noqa: F401
+    from jaxflow.core.serialize import register  # noqa: F401
     from jaxflow.layers import (  # noqa: F401
-        IMAGE_MASKS, MASKS, SCALES, ActNorm, Affine, AffineCoupling, FactorOut, LULinear, Logit, Permute, Squeeze,
-        Unsqueeze,
+        IMAGE_MASKS, MASKS, SCALES, ActNorm, Affine, AffineCoupling, AffineTransform, Coupling, FactorOut, LULinear,
+        Logit, Permute, RQSpline, Squeeze, Unsqueeze,
     )
-    from jaxflow.nets import MLP, ResNet  # noqa: F401
-    from jaxflow.presets import MultiScaleRealNVP, RealNVP  # noqa: F401
+    from jaxflow.nets import MLP, FlaxConditioner, ResNet  # noqa: F401
+    from jaxflow.presets import MultiScaleRealNVP, NeuralSplineFlow, RealNVP  # noqa: F401
 
 __all__ = [
     "RealNVP",
     "MultiScaleRealNVP",
+    "NeuralSplineFlow",
     "Flow",
     "FlowSpec",
     "Layer",
     "Chain",
     "Repeat",
     "AffineCoupling",
+    "Coupling",
+    "AffineTransform",
+    "RQSpline",
     "Permute",
     "ActNorm",
     "Affine",
@@ -79,6 +86,8 @@ __all__ = [
     "FactorOut",
     "MLP",
     "ResNet",
+    "FlaxConditioner",
+    "register",
     "MASKS",
     "IMAGE_MASKS",
     "SCALES",

@@ -1,5 +1,6 @@
 """Presets: named flows built from the layers. :class:`RealNVP` is the article's model;
-:class:`MultiScaleRealNVP` the RealNVP paper's image architecture."""
+:class:`MultiScaleRealNVP` the RealNVP paper's image architecture; :class:`NeuralSplineFlow` the
+NSF paper's coupling flow."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ from typing import Optional
 
 from jaxflow.core.layer import Chain, Layer, Repeat, require_int
 from jaxflow.core.spec import FlowSpec
-from jaxflow.layers.coupling import AffineCoupling
+from jaxflow.layers.coupling import AffineCoupling, Coupling
 from jaxflow.layers.elementwise import ActNorm
 from jaxflow.layers.factor_out import FactorOut
+from jaxflow.layers.lu import LULinear
+from jaxflow.layers.permute import Permute
 from jaxflow.layers.scales import SCALES
 from jaxflow.layers.squeeze import Squeeze, Unsqueeze
+from jaxflow.layers.transforms import RQSpline
 from jaxflow.nets.mlp import MLP
 from jaxflow.nets.resnet import ResNet
 
-__all__ = ["RealNVP", "MultiScaleRealNVP"]
+__all__ = ["RealNVP", "MultiScaleRealNVP", "NeuralSplineFlow"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,3 +207,74 @@ class MultiScaleRealNVP(FlowSpec):
     @property
     def layers(self) -> Layer:
         return self._scale(0)
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuralSplineFlow(FlowSpec):
+    """A rational-quadratic neural spline flow on ``R^dim`` (Durkan et al. 2019, coupling form).
+
+    ``num_layers`` steps, each (``layers[0]`` first in ``f``)::
+
+        Coupling(mask="alternate", conditioner=MLP(hidden_dim, num_hidden), transform=RQSpline(bins, bound))
+        Permute("reverse")      # the next coupling transforms the other coordinates (even dim)
+        LULinear()              # with the reversal, the paper's W = P L U between couplings
+
+    each spline transforming the even coordinates ``0, 2, ...`` on ``[-bound, bound]`` with
+    ``bins`` bins and identity tails, conditioned on the odd ones (and the context ``c``; the
+    conditioner emits ``3 bins - 1`` numbers per transformed coordinate). Every coupling starts as
+    the identity (``identity_init``) and every ``LULinear`` as ``I``, so the density starts as the
+    latent's up to the reversals. Runs as one ``Repeat`` (``lax.scan``) of the step, unrolled by
+    ``scan_unroll``; parameters ``[{"conditioner": ...}, {}, {"lower", "upper", "log_diag"}]``
+    stacked on a leading layer axis.
+
+    Args:
+      dim: data dimension ``D >= 2``.
+      num_layers: number of spline couplings.
+      bins: ``K``, bins of each spline.
+      bound: ``B``, the spline's interval ``[-B, B]``; the identity outside.
+      hidden_dim, num_hidden: the conditioner MLP's width and hidden layers.
+      negative_slope: leaky_relu's slope in the conditioner.
+      scan_unroll: ``unroll`` of the scan over layers (``True``: all).
+      context_dim: size of the context of a conditional density ``p(x | c)``; ``0``: unconditional.
+
+    References:
+      Durkan, Bekasov, Murray, Papamakarios. Neural Spline Flows. NeurIPS 2019.
+    """
+
+    dim: int
+    num_layers: int = 4
+    bins: int = 8
+    bound: float = 3.0
+    hidden_dim: int = 64
+    num_hidden: int = 2
+    negative_slope: float = 0.01
+    scan_unroll: int | bool = 1
+    context_dim: int = 0
+
+    context_affine = None
+
+    def __post_init__(self):
+        require_int("NeuralSplineFlow", "dim", self.dim, 2)
+        require_int("NeuralSplineFlow", "num_layers", self.num_layers, 1, 2**16)
+        if isinstance(self.scan_unroll, bool):  # normalised to an int, as RealNVP's
+            object.__setattr__(self, "scan_unroll", self.num_layers if self.scan_unroll else 1)
+        require_int("NeuralSplineFlow", "scan_unroll", self.scan_unroll, 1)
+        try:
+            self.layers
+            self._check()
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"NeuralSplineFlow: {str(err).split(': ', 1)[-1]}") from None
+
+    @property
+    def event_shape(self) -> tuple[int]:
+        return (self.dim,)
+
+    @property
+    def coupling(self) -> Coupling:
+        """One of the ``num_layers`` identical spline coupling specs."""
+        conditioner = MLP(self.hidden_dim, self.num_hidden, self.negative_slope)
+        return Coupling("alternate", conditioner, RQSpline(self.bins, self.bound), identity_init=True)
+
+    @property
+    def layers(self) -> Repeat:
+        return Repeat(Chain(self.coupling, Permute("reverse"), LULinear()), self.num_layers, unroll=self.scan_unroll)

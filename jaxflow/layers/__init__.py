@@ -8,6 +8,9 @@ from jaxflow._lazy import lazy_names
 
 _HOMES = {
     "AffineCoupling": "jaxflow.layers.coupling",
+    "Coupling": "jaxflow.layers.coupling",
+    "AffineTransform": "jaxflow.layers.transforms",
+    "RQSpline": "jaxflow.layers.transforms",
     "ActNorm": "jaxflow.layers.elementwise",
     "Affine": "jaxflow.layers.elementwise",
     "LULinear": "jaxflow.layers.lu",
@@ -26,5 +29,5 @@ _HOMES = {
 __getattr__, __dir__ = lazy_names(globals(), _HOMES)
 
 
-__all__ = ["AffineCoupling", "ActNorm", "Affine", "LULinear", "Logit", "Permute", "Squeeze", "Unsqueeze", "FactorOut",
+__all__ = ["AffineCoupling", "Coupling", "AffineTransform", "RQSpline", "ActNorm", "Affine", "LULinear", "Logit", "Permute", "Squeeze", "Unsqueeze", "FactorOut",
            "MASKS", "IMAGE_MASKS", "SCALES", "PERMUTATIONS"]

@@ -50,27 +50,27 @@ class Split(NamedTuple):
     out_trans: np.ndarray
 
 
-def check_mask(mask: Mask, dim: int) -> None:
-    """``ValueError`` unless ``mask`` names a valid split of ``dim`` coordinates."""
+def check_mask(mask: Mask, dim: int, owner: str) -> None:
+    """``ValueError`` (naming the layer kind ``owner``) unless ``mask`` names a valid split of ``dim`` coordinates."""
     if isinstance(mask, str):
         if mask not in MASKS:
             hint = " (an image mask: the event must be (H, W, C))" if mask in IMAGE_MASKS else ""
-            raise ValueError(f"AffineCoupling: on vector events mask must be one of {MASKS} or a tuple of bools, "
+            raise ValueError(f"{owner}: on vector events mask must be one of {MASKS} or a tuple of bools, "
                              f"got {mask!r}{hint}")
         if dim < 2:
-            raise ValueError(f"AffineCoupling: a coupling needs >= 2 coordinates, got event size {dim}")
+            raise ValueError(f"{owner}: a coupling needs >= 2 coordinates, got event size {dim}")
         return
     if len(mask) != dim:
-        raise ValueError(f"AffineCoupling: mask has {len(mask)} entries, the event has {dim} coordinates")
+        raise ValueError(f"{owner}: mask has {len(mask)} entries, the event has {dim} coordinates")
     if all(mask) or not any(mask):
-        raise ValueError("AffineCoupling: mask must transform some coordinates and condition on others, "
+        raise ValueError(f"{owner}: mask must transform some coordinates and condition on others, "
                          f"got {'all' if all(mask) else 'no'} coordinates transformed")
 
 
 @functools.lru_cache(maxsize=1024)
 def resolve_mask(mask: Mask, dim: int) -> Split:
     """The :class:`Split` of ``mask`` on ``dim`` coordinates."""
-    check_mask(mask, dim)
+    check_mask(mask, dim, "coupling")
     if mask == "half":
         d = dim // 2
         return Split(np.arange(d, dim), np.arange(d), np.arange(dim - d), np.arange(dim - d, dim))
@@ -79,21 +79,21 @@ def resolve_mask(mask: Mask, dim: int) -> Split:
     return Split(cond, trans, cond, trans)
 
 
-def check_image_mask(mask: Mask, event_shape: tuple[int, ...]) -> None:
-    """``ValueError`` unless ``mask`` is an image mask that splits events of ``event_shape = (H, W, C)``."""
+def check_image_mask(mask: Mask, event_shape: tuple[int, ...], owner: str) -> None:
+    """``ValueError`` (naming ``owner``) unless ``mask`` is an image mask that splits events of ``event_shape = (H, W, C)``."""
     if mask not in IMAGE_MASKS:
-        raise ValueError(f"AffineCoupling: on image events (H, W, C) mask must be one of {IMAGE_MASKS}, got {mask!r}")
+        raise ValueError(f"{owner}: on image events (H, W, C) mask must be one of {IMAGE_MASKS}, got {mask!r}")
     height, width, channels = event_shape
     if mask == "checkerboard" and height * width < 2:
-        raise ValueError(f"AffineCoupling: a checkerboard needs >= 2 pixels, got event shape {tuple(event_shape)}")
+        raise ValueError(f"{owner}: a checkerboard needs >= 2 pixels, got event shape {tuple(event_shape)}")
     if mask == "channel" and channels < 2:
-        raise ValueError(f"AffineCoupling: a channel mask needs >= 2 channels, got event shape {tuple(event_shape)}")
+        raise ValueError(f"{owner}: a channel mask needs >= 2 channels, got event shape {tuple(event_shape)}")
 
 
 @functools.lru_cache(maxsize=1024)
 def image_mask(mask: str, flip: bool, event_shape: tuple[int, ...]) -> np.ndarray:
     """The 0/1 array ``m (H, W, C)`` of the transformed coordinates (``1``) of an image mask."""
-    check_image_mask(mask, event_shape)
+    check_image_mask(mask, event_shape, "coupling")
     i, j, c = np.indices(event_shape)
     transformed = (i + j) % 2 == 0 if mask == "checkerboard" else c < event_shape[-1] // 2
     return (transformed != flip).astype(np.float64)

@@ -1,9 +1,12 @@
 """Conditioner networks: specs that own their parameter names, shapes and initialisation.
 
-:class:`MLP` for vector events, :class:`ResNet` (convolutional) for image events ``(H, W, C)``.
+:class:`MLP` for vector events, :class:`ResNet` (convolutional) for image events ``(H, W, C)``,
+:class:`FlaxConditioner` for your own Flax module; the protocol they share is in
+:mod:`jaxflow.nets.base`.
 """
 
+from jaxflow.nets.base import ConditionerNet, FlaxConditioner
 from jaxflow.nets.mlp import MLP
 from jaxflow.nets.resnet import ResNet
 
-__all__ = ["MLP", "ResNet"]
+__all__ = ["MLP", "ResNet", "FlaxConditioner", "ConditionerNet"]
