@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jaxflow
-from jaxflow import ActNorm, Affine, AffineCoupling, Chain, Logit, LULinear, Permute, Repeat
+from jaxflow import ActNorm, Affine, AffineCoupling, AffineTransform, Chain, Coupling, Logit, LULinear, Permute, Repeat, RQSpline
 from core_helpers import event_jacobian_log_det, perturb
 from core_tolerances import assert_close
 
@@ -49,6 +49,8 @@ FLOWS = {
     "affine": ((3,), Affine(shift=(0.5, -1.0, 2.0), scale=(2.0, 0.25, 1.5)), 0),
     "lulinear": ((5,), LULinear(), 0),
     "logit": ((3,), Chain(Affine(-10.0, 20.0), Logit(0.05)), 0),  # the Affine maps the data x into (0, 1)
+    "coupling_spline": ((5,), Coupling("alternate", SMALL, RQSpline(4, 1.5)), 2),  # some |x| > 1.5: the tails
+    "coupling_affine_transform": ((4,), Coupling((True, False, False, True), SMALL, AffineTransform("tanh", 2.0)), 0),
     # the elementwise and linear kinds on matrix events (P = 3 positions share the last axis' params)
     "matrix_events": ((3, 4), Chain(ActNorm(), LULinear(), Permute("random", seed=1), Affine(1.0, 3.0)), 0),
     # fixed compositions

@@ -22,6 +22,9 @@ the spec's tree, so :func:`to_jax` recovers the same spec::
     a single layer as the root              NormalizingFlow(latent, layer), single_layer   that layer's
     AffineCoupling("half", MLP)             AffineCouplingLayer(Conditioner, Split(D))     conditioner/<name>/kernel|bias
     AffineCoupling("alternate" | bools)     AffineCouplingLayer(Conditioner, MaskSplit)    as above
+    Coupling(mask, MLP, transform)          spline.Coupling(Conditioner, Split | MaskSplit,  as above, P outputs per
+      AffineTransform(scale, clamp)           AffineTransform(scale, clamp)                  coordinate (P = 2)
+      RQSpline(bins, bound)                   RQSpline(bins, bound)                          (P = 3 bins - 1)
     Permute(kind, seed)                     Permutation(D, kind, seed)                     {}
     ActNorm()                               ActNorm(D): shift, log_scale                   shift, log_scale
     LULinear()                              LULinear(D): lower, upper, log_diag            lower, upper, log_diag
@@ -48,6 +51,9 @@ is ``concat((1 - m) x, c)`` on the channel axis in both: only the kernels are tr
 
 Every coupling's conditioner is laid out as above (kernels transposed, ``dims`` rows
 interleaved), its input ``concat(x_C, c)`` in both; the names are :meth:`jaxflow.MLP.layer_names`.
+With ``P`` numbers per transformed coordinate torch row ``P j + p`` is jax column ``p d + j``
+(:func:`interleaved_order` ``(d, P)``); a spline's numbers are, in order, ``K`` widths, ``K``
+heights and ``K - 1`` derivatives on both sides.
 A ``jaxflow.RealNVP`` keeps the article's plain list of couplings (``flows.i.theta...``), which
 converts as the ``Repeat`` it is (:func:`spec_of` reads the preset's fields from it).
 
@@ -75,6 +81,7 @@ from torch import nn
 import jaxflow
 from jaxflow.core.init import check_params, params_dtype
 from torchref import model as tr
+from torchref import spline as ts
 from torchref.model import AffineCouplingLayer, Conditioner, NormalizingFlow, Split, StandardNormal
 
 __all__ = ["build_flow", "from_spec", "spec_of", "interleaved_order", "to_jax", "to_jax_params", "from_jax",
@@ -434,10 +441,10 @@ def _build_affine_coupling(layer: jaxflow.AffineCoupling, shape: Shape, context_
         mask = tr.ImageMask(_torch_shape(shape), layer.mask, layer.flip)
         return tr.ImageAffineCouplingLayer(theta, mask, scale=layer.scale, clamp=layer.clamp,
                                            identity_init=layer.identity_init)
-    split = Split(shape[0]) if layer.mask == "half" else tr.MaskSplit(shape[0], layer.mask)
     theta = Conditioner(in_dim, out_dim // 2, net.num_hidden, net.hidden_dim, num_params=2,
                         negative_slope=net.negative_slope)
-    return AffineCouplingLayer(theta, split, scale=layer.scale, clamp=layer.clamp, identity_init=layer.identity_init)
+    return AffineCouplingLayer(theta, _split(layer.mask, shape), scale=layer.scale, clamp=layer.clamp,
+                               identity_init=layer.identity_init)
 
 
 def _spec_of_affine_coupling(module: AffineCouplingLayer, shape: Shape, context_dim: int) -> jaxflow.AffineCoupling:
@@ -451,19 +458,76 @@ def _spec_of_affine_coupling(module: AffineCouplingLayer, shape: Shape, context_
                              f"{got[0]} -> {got[1]} on events of jaxflow shape {tuple(shape)}, expected mask shape "
                              f"{_torch_shape(shape)} and {spec.sizes(shape, context_dim)} for {spec}")
         return spec
-    split = module.split
-    mask = "half" if isinstance(split, Split) else split.mask
-    spec = jaxflow.AffineCoupling(mask, _mlp_of(module.theta), module.scale, module.clamp, module.identity_init)
+    spec = jaxflow.AffineCoupling(_mask_of(module.split), _mlp_of(module.theta), module.scale, module.clamp,
+                                  module.identity_init)
+    return _checked_sizes(spec, module.theta, shape, context_dim)
+
+
+def _split(mask, shape: Shape) -> nn.Module:
+    """The torch ``split`` of a vector coupling's mask: the article's :class:`Split` for ``"half"``."""
+    return Split(shape[0]) if mask == "half" else tr.MaskSplit(shape[0], mask)
+
+
+def _mask_of(split: nn.Module):
+    """The inverse of :func:`_split`."""
+    return "half" if isinstance(split, Split) else split.mask
+
+
+def _checked_sizes(spec: jaxflow.Layer, theta: Conditioner, shape: Shape, context_dim: int) -> jaxflow.Layer:
+    """``spec``, if ``theta``'s sizes are those that ``spec`` gives its conditioner; else ``ValueError``."""
     in_dim, out_dim = spec.sizes(shape, context_dim)
-    if (module.theta.input.in_features, module.theta.dims.out_features) != (in_dim, out_dim):
-        raise ValueError(f"to_jax: a coupling's conditioner maps {module.theta.input.in_features} -> "
-                         f"{module.theta.dims.out_features}, expected {in_dim} -> {out_dim} for {spec}")
+    if (theta.input.in_features, theta.dims.out_features) != (in_dim, out_dim):
+        raise ValueError(f"to_jax: a coupling's conditioner maps {theta.input.in_features} -> "
+                         f"{theta.dims.out_features}, expected {in_dim} -> {out_dim} for {spec}")
     return spec
 
 
-def _affine_output_order(module: AffineCouplingLayer) -> np.ndarray | slice:
-    """Image conditioners are blocked ``[t | s]`` on both sides; vector ones interleaved in torch."""
-    return slice(None) if isinstance(module, tr.ImageAffineCouplingLayer) else interleaved_order(module.theta.out_dim)
+def _output_order(theta: nn.Module) -> np.ndarray | slice:
+    """The jax column of each torch output row: a :class:`Conditioner` is read interleaved
+    (:func:`interleaved_order`), a ResNet blocked on both sides."""
+    return slice(None) if isinstance(theta, tr.ResNet) else interleaved_order(theta.out_dim, theta.num_params)
+
+
+#: jaxflow coupling transform -> its torch twin; the fields have the same names on both sides
+TRANSFORMS: dict[type, type] = {jaxflow.AffineTransform: ts.AffineTransform, jaxflow.RQSpline: ts.RQSpline}
+
+
+def _transform_twin(transform) -> nn.Module:
+    if type(transform) not in TRANSFORMS:
+        raise ValueError(f"from_jax: torchref has no twin of the coupling transform {type(transform).__name__}")
+    return TRANSFORMS[type(transform)](**{f.name: getattr(transform, f.name) for f in dataclasses.fields(transform)})
+
+
+def _transform_spec(module: nn.Module):
+    kind = {twin: kind for kind, twin in TRANSFORMS.items()}[type(module)]
+    return kind(**{f.name: getattr(module, f.name) for f in dataclasses.fields(kind)})
+
+
+def _build_coupling(layer: jaxflow.Coupling, shape: Shape, context_dim: int) -> ts.Coupling:
+    net = layer.conditioner
+    if not isinstance(net, jaxflow.MLP):
+        raise ValueError(f"from_jax: torchref has a twin of jaxflow.MLP conditioners only, got {type(net).__name__}")
+    _no_compute_dtype(net)
+    in_dim, out_dim = layer.sizes(shape, context_dim)
+    num_params = layer.transform.num_params
+    theta = Conditioner(in_dim, out_dim // num_params, net.num_hidden, net.hidden_dim, num_params=num_params,
+                        negative_slope=net.negative_slope)
+    return ts.Coupling(theta, _split(layer.mask, shape), _transform_twin(layer.transform), layer.identity_init)
+
+
+def _spec_of_coupling(module: ts.Coupling, shape: Shape, context_dim: int) -> jaxflow.Coupling:
+    spec = jaxflow.Coupling(_mask_of(module.split), _mlp_of(module.theta), _transform_spec(module.transform),
+                            module.identity_init)
+    return _checked_sizes(spec, module.theta, shape, context_dim)
+
+
+def _conditioner_params_out(module: nn.Module, read: Read) -> dict:
+    """A coupling's params ``{"conditioner": ...}`` from its ``theta``."""
+    return {"conditioner": _net_params_out(module.theta, read, _output_order(module.theta))}
+
+
+def _conditioner_params_in(module: nn.Module, layer: jaxflow.Layer, params) -> None:
+    _net_params_in(module.theta, params["conditioner"], _output_order(module.theta))
 
 
 def _affine_numbers(module: "tr.Affine") -> dict:
@@ -519,9 +583,9 @@ TWINS: dict[type, Twin] = {
         params_in=lambda module, layer, params: _load(module.module, layer.layer, params)),
     jaxflow.AffineCoupling: Twin(
         (AffineCouplingLayer, tr.ImageAffineCouplingLayer), _build_affine_coupling, _spec_of_affine_coupling,
-        params_out=lambda module, read: {"conditioner": _net_params_out(module.theta, read, _affine_output_order(module))},
-        params_in=lambda module, layer, params: _net_params_in(module.theta, params["conditioner"],
-                                                               _affine_output_order(module))),
+        _conditioner_params_out, _conditioner_params_in),
+    jaxflow.Coupling: Twin((ts.Coupling,), _build_coupling, _spec_of_coupling, _conditioner_params_out,
+                           _conditioner_params_in),
     jaxflow.Squeeze: Twin((tr.Squeeze,), lambda layer, shape, context_dim: tr.Squeeze(),
                           lambda module, shape, context_dim: jaxflow.Squeeze()),
     jaxflow.Unsqueeze: Twin((tr.Unsqueeze,), lambda layer, shape, context_dim: tr.Unsqueeze(),
