@@ -70,7 +70,7 @@ models on any device.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
