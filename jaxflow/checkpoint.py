@@ -92,6 +92,7 @@ def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, r
     """
     from flax import serialization
 
+    spec = spec_to_json(flow)  # first: a spec that cannot be saved leaves nothing behind
     os.makedirs(run_dir, exist_ok=True)
     payload = serialization.msgpack_serialize(jax.device_get({"state": serialization.to_state_dict(state)}))
     digest = hashlib.sha256(payload).hexdigest()
@@ -100,7 +101,7 @@ def save(run_dir: str, flow: FlowSpec, config: TrainConfig, state: TrainState, r
     meta = {
         "format": FORMAT,
         "version": VERSION,
-        "spec": spec_to_json(flow),
+        "spec": spec,
         "dtype": str(jnp.dtype(jax.tree_util.tree_leaves(state.params)[0].dtype)),
         "train": dataclasses.asdict(config),
         "run": run,

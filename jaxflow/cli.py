@@ -4,7 +4,7 @@
 
     jaxflow fit DATA --out RUN_DIR [--steps N] [--batch-size B] [--lr LR] [--scale exp|tanh|sigmoid]
                      [--num-flows L] [--hidden-dim H] [--num-hidden K] [--mask half|alternate|checkerboard]
-                     [--permute none|reverse|random]                             # vector data
+                     [--permute none|reverse|random] [--flow realnvp|nsf] [--bins K] [--tail-bound B]  # vectors
                      [--num-scales S] [--couplings-per-scale K] [--channels F] [--num-blocks B]  # images
                      [--preprocess auto|standardize|logit|none] [--levels L] [--context-columns J,K] [--seed S]
                      [--steps-per-call K] [--devices N|all]
@@ -34,7 +34,7 @@ from typing import Optional, Sequence
 from jaxflow import __version__
 from jaxflow.data import BUILTIN
 from jaxflow.pixel_data import PIXEL_DATASETS
-from jaxflow.layers.names import PERMUTATIONS, PREPROCESSING, SCALES, VECTOR_MASKS
+from jaxflow.layers.names import PERMUTATIONS, PREPROCESSING, SCALES, VECTOR_FLOWS, VECTOR_MASKS
 
 __all__ = ["main", "CLIError", "DEFAULTS", "DATASET_DEFAULTS", "defaults_for"]
 
@@ -47,10 +47,11 @@ class CLIError(Exception):
 DEFAULTS = {"steps": 5000, "batch_size": 256, "num_flows": 10, "hidden_dim": 64, "num_hidden": 2, "lr": 3e-3,
             "scale": "tanh", "mask": "half", "permute": "none", "seed": 0, "eval_every": 250, "patience": 20,
             "preprocess": "auto", "logit_alpha": 0.01, "steps_per_call": 1,
-            "num_scales": 2, "couplings_per_scale": 3, "channels": 32, "num_blocks": 2}
+            "num_scales": 2, "couplings_per_scale": 3, "channels": 32, "num_blocks": 2,
+            "flow": "realnvp", "bins": 8, "tail_bound": 3.0}
 
 #: the options that shape the model of vector data, and of image data (MultiScaleRealNVP)
-VECTOR_MODEL_OPTIONS = ("num_flows", "hidden_dim", "num_hidden", "mask", "permute")
+VECTOR_MODEL_OPTIONS = ("num_flows", "hidden_dim", "num_hidden", "mask", "permute", "flow", "bins", "tail_bound")
 IMAGE_MODEL_OPTIONS = ("num_scales", "couplings_per_scale", "channels", "num_blocks")
 
 #: Where a dataset's best settings differ from :data:`DEFAULTS` (measured; README "Pixel data").
@@ -120,6 +121,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--permute", choices=("none",) + PERMUTATIONS,
                    help="a fixed permutation after each coupling (random: one permutation, seed 0, repeated)"
                    + default("permute"))
+    p.add_argument("--flow", choices=VECTOR_FLOWS, help="vector data: affine couplings (realnvp: --scale, --mask, "
+                   "--permute) or the neural spline flow (nsf: --num-flows spline couplings with LU between, "
+                   "--bins, --tail-bound)" + default("flow"))
+    p.add_argument("--bins", type=int, help="nsf: bins K of each rational-quadratic spline" + default("bins"))
+    p.add_argument("--tail-bound", type=float, help="nsf: the splines act on [-B, B] (of the preprocessed data), "
+                   "the identity outside" + default("tail_bound"))
     p.add_argument("--preprocess", choices=("auto",) + PREPROCESSING,
                    help="fixed first layer: auto is logit for pixel data (--levels, built-in images), else "
                         "standardize" + default("preprocess"))

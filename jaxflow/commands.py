@@ -36,7 +36,7 @@ from jaxflow.layers.logit import Logit
 from jaxflow.layers.masks import image_mask
 from jaxflow.layers.permute import Permute
 from jaxflow.nets.mlp import MLP
-from jaxflow.presets import MultiScaleRealNVP, RealNVP
+from jaxflow.presets import MultiScaleRealNVP, NeuralSplineFlow, RealNVP
 from jaxflow.train import EXECUTION_FIELDS, TrainConfig, TrainingDiverged, data_mesh, fit, mean_nll, preprocess
 from jaxflow.units import bits_per_dim, lattice_nll, logit_space_ll
 
@@ -377,7 +377,8 @@ def _refuse_other_layout(options: dict, event_shape, unused: Sequence[str]) -> N
 def _model_and_config(splits: Splits, options: dict) -> tuple[FlowSpec, TrainConfig]:
     """The model (identity-initialised) and training config of the command-line ``options``.
 
-    Images ``(H, W, C)``: a :class:`MultiScaleRealNVP`. Vectors: the article's :class:`RealNVP`
+    Images ``(H, W, C)``: a :class:`MultiScaleRealNVP`. Vectors: with ``--flow nsf`` a
+    :class:`NeuralSplineFlow`; else the article's :class:`RealNVP`
     for ``--mask half --permute none``; for ``checkerboard`` a ``Repeat`` of pairs of couplings on
     the image's checkers and their complement; else a ``Repeat`` of ``Chain(AffineCoupling(mask), Permute)``."""
     event_shape = splits.event_shape
@@ -395,10 +396,20 @@ def _model_and_config(splits: Splits, options: dict) -> tuple[FlowSpec, TrainCon
         raise CLIError(f"{splits.name}: examples of shape {event_shape}: a flow takes vectors (D,) or images (H, W, C)")
     _refuse_other_layout(options, event_shape, IMAGE_MODEL_OPTIONS)
     dim = event_shape[0]
+    affine_options, spline_options = ("scale", "mask", "permute"), ("bins", "tail_bound")
+    wrong = [key for key in (affine_options if options["flow"] == "nsf" else spline_options)
+             if key in options.get("given", ())]
+    if wrong:
+        flags = ", ".join("--" + key.replace("_", "-") for key in wrong)
+        raise CLIError(f"{flags}: not an option of --flow {options['flow']}")
     try:
         conditioner = MLP(options["hidden_dim"], options["num_hidden"])
         coupling = lambda mask: AffineCoupling(mask, conditioner, options["scale"], identity_init=True)
-        if options["mask"] == "half" and options["permute"] == "none":
+        if options["flow"] == "nsf":
+            model = NeuralSplineFlow(dim, num_layers=options["num_flows"], bins=options["bins"],
+                                     bound=options["tail_bound"], hidden_dim=options["hidden_dim"],
+                                     num_hidden=options["num_hidden"], context_dim=context_dim)
+        elif options["mask"] == "half" and options["permute"] == "none":
             model = RealNVP(dim=dim, num_flows=options["num_flows"], hidden_dim=options["hidden_dim"],
                             num_hidden=options["num_hidden"], scale=options["scale"], identity_init=True,
                             context_dim=context_dim)

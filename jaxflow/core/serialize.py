@@ -26,7 +26,15 @@ COMPUTATION_FIELDS = frozenset({"compute_dtype", "scan_unroll", "unroll"})
 
 
 def register(cls: type) -> type:
-    """Make ``cls`` (a frozen dataclass spec) loadable by :func:`spec_from_json`."""
+    """Make ``cls`` (a frozen dataclass spec, e.g. your own conditioner) loadable by :func:`spec_from_json`;
+    a decorator, or one call ``jaxflow.register(MyConditioner)``. Checkpoints name it by its class
+    name, so the name may belong to one class only."""
+    if not isinstance(cls, type):
+        raise TypeError(f"register: expected a spec class, got {cls!r}")
+    existing = SPEC_TYPES.get(cls.__name__)
+    if existing is not None and (existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"register: the spec name {cls.__name__!r} is taken by "
+                         f"{existing.__module__}.{existing.__qualname__}")
     SPEC_TYPES[cls.__name__] = cls
     return cls
 
@@ -34,9 +42,11 @@ def register(cls: type) -> type:
 def spec_to_json(value: Any) -> Any:
     """A JSON-ready form of a spec (or of a field's value)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        if type(value).__name__ not in SPEC_TYPES:
-            raise TypeError(f"cannot serialise {type(value).__name__}: not a registered jaxflow spec")
-        return {"type": type(value).__name__,
+        name = type(value).__name__
+        if SPEC_TYPES.get(name) is not type(value):
+            raise TypeError(f"cannot serialise {name}: not a registered jaxflow spec (register its class with "
+                            f"jaxflow.register({name}) to save it)")
+        return {"type": name,
                 **{field.name: spec_to_json(getattr(value, field.name)) for field in dataclasses.fields(value)}}
     if isinstance(value, (tuple, list)):
         return [spec_to_json(item) for item in value]

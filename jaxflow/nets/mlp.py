@@ -2,9 +2,11 @@
 
 ``h (..., in_dim) -> out (..., out_dim)``::
 
-    input     Dense(in_dim -> H),  leaky_relu
-    hidden_k  Dense(H -> H),       leaky_relu      k = 0 .. num_hidden - 1
+    input     Dense(in_dim -> H),  a
+    hidden_k  Dense(H -> H),       a               k = 0 .. num_hidden - 1
     dims      Dense(H -> out_dim)
+
+with the activation ``a`` one of :data:`ACTIVATIONS` (default ``leaky_relu`` with ``negative_slope``).
 
 Parameters are Flax ``Dense`` leaves, kernels ``(in, out)``: ``{"input": {"kernel", "bias"},
 "hidden_0": ..., "dims": ...}``. :meth:`MLP.init` draws every kernel and bias from
@@ -27,7 +29,11 @@ from jaxflow.core.layer import require_int
 from jaxflow.core.serialize import register
 from jaxflow.nets.init import fan_in_uniform
 
-__all__ = ["MLP", "Conditioner", "COMPUTE_DTYPES", "check_network_options"]
+__all__ = ["MLP", "Conditioner", "ACTIVATIONS", "COMPUTE_DTYPES", "check_network_options"]
+
+#: the MLP's activations by name (``leaky_relu`` takes the spec's ``negative_slope``)
+ACTIVATIONS = {"leaky_relu": nn.leaky_relu, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "elu": nn.elu,
+               "tanh": jnp.tanh}
 
 #: dtypes a conditioner may run its matmuls in (``None``: the parameters' dtype).
 COMPUTE_DTYPES = (None, "float32", "float64", "bfloat16", "float16")
@@ -71,14 +77,20 @@ class Conditioner(nn.Module):
     negative_slope: float = 0.01
     param_dtype: Any = jnp.float32
     compute_dtype: Optional[Any] = None
+    activation: str = "leaky_relu"
 
     def _dense(self, features: int, name: str) -> nn.Dense:
         return nn.Dense(features, dtype=self.compute_dtype, param_dtype=self.param_dtype,
                         dot_general=_dot_general_without_unit_contraction, name=name)
 
+    def _act(self, a: jax.Array) -> jax.Array:
+        if self.activation == "leaky_relu":
+            return nn.leaky_relu(a, self.negative_slope)
+        return ACTIVATIONS[self.activation](a)
+
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
-        act = lambda a: nn.leaky_relu(a, self.negative_slope)
+        act = self._act
         h = act(self._dense(self.hidden_dim, "input")(h))
         for k in range(self.num_hidden):
             h = act(self._dense(self.hidden_dim, f"hidden_{k}")(h))
@@ -88,7 +100,8 @@ class Conditioner(nn.Module):
 @register
 @dataclasses.dataclass(frozen=True)
 class MLP:
-    """Spec of the MLP conditioner: width ``hidden_dim``, ``num_hidden`` hidden layers.
+    """Spec of the MLP conditioner: width ``hidden_dim``, ``num_hidden`` hidden layers, ``activation``
+    one of :data:`ACTIVATIONS` (``negative_slope`` is leaky_relu's).
 
     ``compute_dtype`` (e.g. ``"bfloat16"``) runs the matmuls in that dtype; outputs are cast back
     to the input's dtype, so the coupling and its log-det stay in the parameters' dtype.
@@ -98,11 +111,14 @@ class MLP:
     num_hidden: int = 2
     negative_slope: float = 0.01
     compute_dtype: Optional[str] = None
+    activation: str = "leaky_relu"
 
     def __post_init__(self):
         require_int("MLP", "hidden_dim", self.hidden_dim, 1, 2**16)
         require_int("MLP", "num_hidden", self.num_hidden, 0, 1024)
         check_network_options(self)
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
+            raise ValueError(f"MLP: activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
 
     def layer_names(self) -> tuple[str, ...]:
         """The ``Dense`` layers in order: ``("input", "hidden_0", ..., "dims")``."""
@@ -111,7 +127,7 @@ class MLP:
     def module(self, out_dim: int, param_dtype=jnp.float32) -> Conditioner:
         return Conditioner(out_dim=out_dim, hidden_dim=self.hidden_dim, num_hidden=self.num_hidden,
                            negative_slope=self.negative_slope, param_dtype=param_dtype,
-                           compute_dtype=self.compute_dtype)
+                           compute_dtype=self.compute_dtype, activation=self.activation)
 
     def param_shapes(self, in_dim: int, out_dim: int) -> dict[str, dict[str, tuple[int, ...]]]:
         """``{name: {"kernel": (fan_in, fan_out), "bias": (fan_out,)}}``."""
