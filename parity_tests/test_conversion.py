@@ -315,3 +315,26 @@ def test_a_user_conditioner_has_no_twin_in_one_line():
     flow = jaxflow.Flow((3,), jaxflow.Coupling("alternate", Gelu()))
     with pytest.raises(ValueError, match=r"^from_jax: torchref has a twin of jaxflow.MLP conditioners only, got Gelu$"):
         torchref.from_spec(flow)
+
+
+@pytest.mark.parametrize("activation", sorted(jaxflow.nets.mlp.ACTIVATIONS))
+def test_every_conditioner_activation_has_a_twin(activation):
+    """Round trip exact and ``log_prob`` equal for an ``MLP(activation=...)`` in both coupling kinds."""
+    net = jaxflow.MLP(8, 1, 0.2, activation=activation)
+    flow = jaxflow.Flow((3,), jaxflow.Chain(jaxflow.AffineCoupling("alternate", net, "tanh"),
+                                            jaxflow.Coupling("half", net, jaxflow.RQSpline(3, 2.0))), context_dim=1)
+    assert jax_torch_jax_exactly(flow, np.float64) == flow
+    params = random_params(flow, np.float64)
+    rng = np.random.default_rng(2)
+    x, c = 1.5 * rng.standard_normal((16, 3)), rng.standard_normal((16, 1))
+    expected = jaxflow.log_prob(flow, params, x, context=c)
+    assert rel_err(to_numpy(torchref.from_jax(flow, params).log_prob(to_torch(x), to_torch(c))), expected) \
+        <= TOLERANCES["float64"]["log_prob"]
+
+
+def test_to_jax_refuses_an_article_stack_that_a_realnvp_cannot_hold():
+    model = torchref.from_spec(jaxflow.Flow((4,), jaxflow.Repeat(jaxflow.AffineCoupling(
+        "half", jaxflow.MLP(8, 1, activation="gelu")), 2)))
+    model.flows = torch.nn.ModuleList(model.flows)  # the article's plain list
+    with pytest.raises(ValueError, match=r"^to_jax: a RealNVP cannot hold these couplings .*gelu"):
+        torchref.to_jax(model)

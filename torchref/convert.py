@@ -167,9 +167,13 @@ def spec_of(model: NormalizingFlow, **options) -> jaxflow.RealNVP:
                          f"{str(err).split(': ', 1)[-1]}") from None
     coupling, net = stack.layer, stack.layer.conditioner
     fields = dict(identity_init=coupling.identity_init) | options
-    return jaxflow.RealNVP(first.split.dim, stack.n, net.hidden_dim, net.num_hidden, scale=coupling.scale,
+    spec = jaxflow.RealNVP(first.split.dim, stack.n, net.hidden_dim, net.num_hidden, scale=coupling.scale,
                            clamp=coupling.clamp, negative_slope=net.negative_slope, context_dim=model.context_dim,
                            **fields)
+    if dataclasses.replace(spec.coupling, identity_init=coupling.identity_init,
+                           conditioner=dataclasses.replace(spec.coupling.conditioner, compute_dtype=None)) != coupling:
+        raise ValueError(f"to_jax: a RealNVP cannot hold these couplings ({coupling}); hold them in a torchref Repeat")
+    return spec
 
 
 def to_jax_params(model: NormalizingFlow, grad: bool = False):
@@ -287,7 +291,7 @@ def _dense_to_linear(kernel: np.ndarray, module: nn.Module) -> np.ndarray:
 
 def _mlp_of(theta: Conditioner) -> jaxflow.MLP:
     """The ``jaxflow.MLP`` spec that ``theta`` computes."""
-    return jaxflow.MLP(theta.input.out_features, len(theta.hidden), theta.negative_slope)
+    return jaxflow.MLP(theta.input.out_features, len(theta.hidden), theta.negative_slope, activation=theta.activation)
 
 
 def _resnet_of(theta: tr.ResNet) -> jaxflow.ResNet:
@@ -442,7 +446,7 @@ def _build_affine_coupling(layer: jaxflow.AffineCoupling, shape: Shape, context_
         return tr.ImageAffineCouplingLayer(theta, mask, scale=layer.scale, clamp=layer.clamp,
                                            identity_init=layer.identity_init)
     theta = Conditioner(in_dim, out_dim // 2, net.num_hidden, net.hidden_dim, num_params=2,
-                        negative_slope=net.negative_slope)
+                        negative_slope=net.negative_slope, activation=net.activation)
     return AffineCouplingLayer(theta, _split(layer.mask, shape), scale=layer.scale, clamp=layer.clamp,
                                identity_init=layer.identity_init)
 
@@ -511,7 +515,7 @@ def _build_coupling(layer: jaxflow.Coupling, shape: Shape, context_dim: int) -> 
     in_dim, out_dim = layer.sizes(shape, context_dim)
     num_params = layer.transform.num_params
     theta = Conditioner(in_dim, out_dim // num_params, net.num_hidden, net.hidden_dim, num_params=num_params,
-                        negative_slope=net.negative_slope)
+                        negative_slope=net.negative_slope, activation=net.activation)
     return ts.Coupling(theta, _split(layer.mask, shape), _transform_twin(layer.transform), layer.identity_init)
 
 
