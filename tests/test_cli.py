@@ -66,6 +66,23 @@ def test_fit_then_eval_json_matches_the_library(run, capsys):
     assert result["nll_nats"] == pytest.approx(train.mean_nll(ckpt.flow, ckpt.state.best_params, held_out), rel=1e-6)
 
 
+def test_fit_flow_nsf_fits_a_neural_spline_flow_that_evals_and_samples(run, capsys, tmp_path):
+    from jaxflow.core.serialize import spec_to_json
+
+    root, csv, _ = run
+    run_dir = tmp_path / "nsf"
+    status, _, err = _run(capsys, "fit", csv, "--out", run_dir, "--flow", "nsf", "--bins", "4", "--tail-bound", "2.5",
+                          "--steps", "4", "--eval-every", "2", *TINY)
+    assert status == 0, err
+    ckpt = checkpoint.load(str(run_dir))
+    spec = json.dumps(spec_to_json(ckpt.flow))
+    assert '"type": "Coupling"' in spec and '"transform": {"type": "RQSpline", "bins": 4, "bound": 2.5}' in spec
+    status, out, _ = _run(capsys, "eval", run_dir, csv, "--json")
+    assert status == 0 and json.loads(out)["status"] == "ok"
+    assert _run(capsys, "sample", run_dir, "-n", "5", "--out", tmp_path / "s.npy")[0] == 0
+    assert np.load(tmp_path / "s.npy").shape == (5, 2)
+
+
 def test_eval_builtin_reports_entropy(run, capsys):
     status, out, _ = _run(capsys, "eval", run[2], "moons")
     assert status == 0

@@ -19,6 +19,7 @@ import pytest
 import jaxflow
 from jaxflow import checkpoint, data, train
 from jaxflow.cli import main
+from jaxflow.layers.spline import unconstrained_rational_quadratic_spline
 
 TINY = ["--num-flows", "2", "--hidden-dim", "8", "--num-hidden", "1", "--batch-size", "32", "--quiet"]
 
@@ -153,6 +154,17 @@ CASES = [
     ("standardize data with inf", _lib(lambda: train.standardize(FLOW, np.array([[0.0, 1.0], [np.inf, 2.0], [1.0, 0.0]]))), ValueError, "holds NaN or inf \\(row 1\\)"),
     ("timedelta data", _lib(lambda: data._checked(np.array([[1, 2]], "m8[s]"), "t.npy", "data", 2)), data.DataError, "expected real numbers, got dtype timedelta64"),
     ("context for an unconditional flow", _lib(lambda: jaxflow.log_prob(FLOW, PARAMS, np.zeros((3, 2)), context=np.zeros((3, 1)))), ValueError, "this flow is unconditional"),
+    # couplings, transforms, conditioners, the spline flow
+    ("spline with 0 bins", _lib(lambda: jaxflow.RQSpline(bins=0)), ValueError, "RQSpline: bins must be >= 1"),
+    ("spline bound inf", _lib(lambda: jaxflow.RQSpline(bound=float("inf"))), ValueError, "RQSpline: bound must be a positive number"),
+    ("a string for a transform", _lib(lambda: jaxflow.Coupling(transform="spline")), TypeError, "Coupling: transform must be a jaxflow.RQSpline or jaxflow.AffineTransform"),
+    ("a function for a conditioner", _lib(lambda: jaxflow.Coupling(conditioner=len)), TypeError, "Coupling: conditioner must be a conditioner spec"),
+    ("spline coupling on images", _lib(lambda: jaxflow.Flow((4, 4, 1), jaxflow.Coupling())), ValueError, r"Coupling: acts on vector events \(D,\)"),
+    ("unknown MLP activation", _lib(lambda: jaxflow.MLP(activation="swish")), ValueError, "MLP: activation must be one of"),
+    ("spline numbers of mismatched bins", _lib(lambda: unconstrained_rational_quadratic_spline(np.zeros(3), np.zeros((3, 4)), np.zeros((3, 4)), np.zeros((3, 4)))), ValueError, "widths and heights need K entries and derivatives K - 1"),
+    ("--mask with --flow nsf", _cli("fit", "{root}/moons.csv", "--out", "{root}/new", "--flow", "nsf", "--mask", "alternate", *TINY), None, "--mask: not an option of --flow nsf"),
+    ("--bins with --flow realnvp", _cli("fit", "{root}/moons.csv", "--out", "{root}/new", "--bins", "4", *TINY), None, "--bins: not an option of --flow realnvp"),
+    ("--tail-bound -1", _cli("fit", "{root}/moons.csv", "--out", "{root}/new", "--flow", "nsf", "--tail-bound", "-1", *TINY), None, "NeuralSplineFlow: bound must be a positive number"),
 ]
 
 
@@ -210,7 +222,7 @@ def test_a_crash_during_the_first_save_leaves_a_usable_directory(root, tmp_path)
 
 def test_count_of_cases():
     """The README quotes this count."""
-    assert len(CASES) == 31
+    assert len(CASES) == 41
 
 
 def test_a_full_disk_is_named_and_keeps_the_last_good_checkpoint(root, tmp_path, monkeypatch, capsys):

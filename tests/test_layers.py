@@ -43,14 +43,15 @@ FLOWS = {
     "coupling_half_exp": ((5,), coupling("half", "exp"), 0),
     "coupling_alternate_tanh": ((5,), coupling("alternate", "tanh"), 2),
     "coupling_explicit_sigmoid": ((4,), coupling((False, True, True, False), "sigmoid"), 0),
+    # x ~ 1.3 N(0, 1): about a quarter of the points lie in the spline's identity tails beyond 1.5
+    "coupling_rqspline": ((5,), Coupling("alternate", SMALL, RQSpline(bins=4, bound=1.5)), 2),
+    "coupling_affine_transform": ((4,), Coupling((True, False, False, True), SMALL, AffineTransform("tanh", 2.0)), 0),
     "permute_reverse": ((5,), Permute("reverse"), 0),
     "permute_random": ((5,), Permute("random", seed=3), 0),
     "actnorm": ((5,), ActNorm(), 0),
     "affine": ((3,), Affine(shift=(0.5, -1.0, 2.0), scale=(2.0, 0.25, 1.5)), 0),
     "lulinear": ((5,), LULinear(), 0),
     "logit": ((3,), Chain(Affine(-10.0, 20.0), Logit(0.05)), 0),  # the Affine maps the data x into (0, 1)
-    "coupling_spline": ((5,), Coupling("alternate", SMALL, RQSpline(4, 1.5)), 2),  # some |x| > 1.5: the tails
-    "coupling_affine_transform": ((4,), Coupling((True, False, False, True), SMALL, AffineTransform("tanh", 2.0)), 0),
     # the elementwise and linear kinds on matrix events (P = 3 positions share the last axis' params)
     "matrix_events": ((3, 4), Chain(ActNorm(), LULinear(), Permute("random", seed=1), Affine(1.0, 3.0)), 0),
     # fixed compositions
@@ -59,6 +60,8 @@ FLOWS = {
                                            Permute("reverse")), 3), 0),
     "chain_around_repeat": ((3,), Chain(LULinear(), Repeat(coupling((True, False, True), "sigmoid"), 2), ActNorm(),
                                         coupling("half", "exp")), 1),
+    "neural_spline_flow": ((3,), jaxflow.NeuralSplineFlow(3, num_layers=2, bins=5, bound=2.0, hidden_dim=8,
+                                                          num_hidden=1).layers, 1),
 }
 
 

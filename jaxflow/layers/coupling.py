@@ -29,7 +29,6 @@ Parameters: ``{"conditioner": <the conditioner's params>}``.
 from __future__ import annotations
 
 import dataclasses
-import numbers
 
 import jax
 import jax.numpy as jnp
