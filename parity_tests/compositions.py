@@ -3,9 +3,11 @@
 :func:`composed_flows` draws a :class:`jaxflow.Flow` on ``R^D`` (``D`` 2-9, even and odd), with or
 without a context (and a ``context_affine``), whose root is a ``Chain``, a ``Repeat`` or a
 ``Chain`` holding a ``Repeat``, of 1-8 leaf layers in all: couplings with ``"half"``,
-``"alternate"`` and explicit masks and every scale map, ``Permute``, ``ActNorm``, ``LULinear``,
-``Affine``. :func:`make_composed_pair` initialises the torch twin, perturbs every ``ActNorm`` and
-``LULinear`` away from the identity (so that a wrong layout of theirs cannot pass), and converts.
+``"alternate"`` and explicit masks and every scale map, ``Coupling`` with a rational-quadratic
+spline (1-8 bins on ``[-B, B]``, ``B`` 1 or 2, so that standard normal data reach the tails) or an
+affine transform, ``Permute``, ``ActNorm``, ``LULinear``, ``Affine``. :func:`make_composed_pair`
+initialises the torch twin, perturbs every ``ActNorm`` and ``LULinear`` away from the identity (so
+that a wrong layout of theirs cannot pass), and converts.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 import jaxflow
 import torchref
 
-__all__ = ["composed_flows", "leaf_layers", "make_composed_pair", "perturb", "COMPOSED_EDGE_CASES"]
+__all__ = ["composed_flows", "LEAVES", "leaf_layers", "make_composed_pair", "perturb", "COMPOSED_EDGE_CASES"]
 
 MLPS = st.builds(jaxflow.MLP, hidden_dim=st.sampled_from([4, 16]), num_hidden=st.integers(0, 2),
                  negative_slope=st.sampled_from([0.01, 0.2]))
@@ -34,16 +36,25 @@ def _numbers(values, dim: int):
     return st.one_of(values, st.tuples(*[values] * dim))
 
 
+LEAVES = {  # kind -> its random layers on R^dim; a row per leaf kind (tests/test_layer_kinds.py checks it)
+    jaxflow.AffineCoupling: lambda dim: st.builds(
+        jaxflow.AffineCoupling, mask=_mask(dim), conditioner=MLPS, scale=st.sampled_from(jaxflow.SCALES),
+        clamp=st.sampled_from([2.0, 5.0])),
+    jaxflow.Permute: lambda dim: st.builds(jaxflow.Permute, kind=st.just("random"), seed=st.integers(0, 1000))
+    | st.just(jaxflow.Permute()),
+    jaxflow.ActNorm: lambda dim: st.just(jaxflow.ActNorm()),
+    jaxflow.LULinear: lambda dim: st.just(jaxflow.LULinear()),
+    jaxflow.Affine: lambda dim: st.builds(jaxflow.Affine, shift=_numbers(NUMBERS, dim), scale=_numbers(SCALES, dim)),
+    jaxflow.Coupling: lambda dim: st.builds(  # torch's random conditioner, not the identity; |x| > bound: the tails
+        jaxflow.Coupling, mask=_mask(dim), conditioner=MLPS, identity_init=st.just(False), transform=st.one_of(
+            st.builds(jaxflow.RQSpline, bins=st.integers(1, 8), bound=st.sampled_from([1.0, 2.0])),
+            st.builds(jaxflow.AffineTransform, scale=st.sampled_from(jaxflow.SCALES), clamp=st.just(2.0)))),
+}
+
+
 def leaf_layers(dim: int):
-    """Any one leaf layer on ``R^dim``."""
-    return st.one_of(
-        st.builds(jaxflow.AffineCoupling, mask=_mask(dim), conditioner=MLPS, scale=st.sampled_from(jaxflow.SCALES),
-                  clamp=st.sampled_from([2.0, 5.0])),
-        st.builds(jaxflow.Permute, kind=st.just("random"), seed=st.integers(0, 1000)) | st.just(jaxflow.Permute()),
-        st.just(jaxflow.ActNorm()),
-        st.just(jaxflow.LULinear()),
-        st.builds(jaxflow.Affine, shift=_numbers(NUMBERS, dim), scale=_numbers(SCALES, dim)),
-    )
+    """Any one leaf layer on ``R^dim``: a draw from one of :data:`LEAVES`."""
+    return st.one_of(*(layers(dim) for layers in LEAVES.values()))
 
 
 def _block(layers):
@@ -98,7 +109,9 @@ COMPOSED_EDGE_CASES = [  # always run: every layer kind in one flow, conditional
         jaxflow.Repeat(jaxflow.Chain(jaxflow.AffineCoupling("alternate", _MLP, "tanh"), jaxflow.LULinear(),
                                      jaxflow.Permute("random", 1)), 2),  # not an involution
         jaxflow.AffineCoupling("half", _MLP), jaxflow.AffineCoupling((True, False, False, True, False), _MLP, "sigmoid"),
-        jaxflow.Permute()), context_dim=2, context_affine=jaxflow.Affine((1.0, 2.0), (3.0, 4.0))),
+        jaxflow.Permute(), jaxflow.Coupling("alternate", _MLP, jaxflow.RQSpline(5, 1.0), identity_init=False),
+        jaxflow.Coupling("half", _MLP, jaxflow.AffineTransform("tanh", 2.0), identity_init=False)),
+        context_dim=2, context_affine=jaxflow.Affine((1.0, 2.0), (3.0, 4.0))),
     jaxflow.Flow((2,), jaxflow.Repeat(jaxflow.Chain(jaxflow.ActNorm(), jaxflow.AffineCoupling("half", jaxflow.MLP(4, 0)),
                                                     jaxflow.LULinear()), 4)),
 ]

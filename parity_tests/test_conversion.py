@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import flax.linen
 import jax
 import numpy as np
 import pytest
@@ -160,8 +163,11 @@ COMPOSED_SPECS = [
         jaxflow.Affine(0.1, (0.3, 0.7, 1.1, 1.3, 1.7, 1.9)),  # not exact in float32
         jaxflow.Repeat(jaxflow.Permute("random", 7), 2)), context_dim=1, context_affine=jaxflow.Affine(0.1, 0.3)),
     jaxflow.RealNVP(4, 2, hidden_dim=8, num_hidden=1, context_dim=3),  # the preset, conditional
+    jaxflow.Flow((5,), jaxflow.NeuralSplineFlow(5, num_layers=2, bins=3, hidden_dim=8, num_hidden=1).layers,
+                 context_dim=2),  # the NSF preset's layers (to_jax gives the Flow), conditional
 ]
-_IDS = ["every-kind", "repeat-of-chain", "single-layer", "context-unread", "identity-unroll-affine", "realnvp-context"]
+_IDS = ["every-kind", "repeat-of-chain", "single-layer", "context-unread", "identity-unroll-affine", "realnvp-context",
+        "nsf-layers"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -251,8 +257,28 @@ def _repeat_copies_reversed(model):  # the stacking axis of a Repeat read backwa
                 layer[i] = copy
 
 
+def _spline_numbers_read_blocked(model):  # jaxflow's blocked [widths | heights | derivatives] rows, not interleaved
+    for layer in model.modules():
+        if isinstance(layer, torchref.Coupling) and isinstance(layer.transform, torchref.RQSpline):
+            dims, theta = layer.theta.dims, layer.theta
+            order = torch.as_tensor(np.argsort(torchref.convert.interleaved_order(theta.out_dim, theta.num_params)))
+            dims.weight.copy_(dims.weight[order])
+            dims.bias.copy_(dims.bias[order])
+
+
+def _spline_widths_and_heights_swapped(model):
+    for layer in model.modules():
+        if isinstance(layer, torchref.Coupling) and isinstance(layer.transform, torchref.RQSpline):
+            k, p = layer.transform.bins, layer.theta.num_params
+            rows = torch.arange(layer.theta.dims.out_features).reshape(-1, p)
+            swap = torch.cat([rows[:, k:2 * k], rows[:, :k], rows[:, 2 * k:]], 1).ravel()
+            layer.theta.dims.weight.copy_(layer.theta.dims.weight[swap])
+            layer.theta.dims.bias.copy_(layer.theta.dims.bias[swap])
+
+
 @pytest.mark.parametrize("corrupt", [_lu_lower_and_upper_transposed, _permutation_inverted, _context_concatenated_first,
-                                     _actnorm_log_scale_negated, _affine_scale_inverted, _repeat_copies_reversed])
+                                     _actnorm_log_scale_negated, _affine_scale_inverted, _repeat_copies_reversed,
+                                     _spline_numbers_read_blocked, _spline_widths_and_heights_swapped])
 def test_a_wrong_conversion_of_a_composition_is_caught(corrupt):
     """Each plausible conversion bug of a new layer kind breaks parity by far more than the float32 tolerance."""
     flow = COMPOSED_EDGE_CASES[0]
@@ -277,4 +303,38 @@ def test_to_jax_rejects_a_repeat_of_different_layers():
     model = torchref.from_spec(jaxflow.Flow((3,), jaxflow.Repeat(jaxflow.ActNorm(), 2)))
     model.flows[1] = torchref.LULinear(3)
     with pytest.raises(ValueError, match="copies of a Repeat must be identical"):
+        torchref.to_jax(model)
+
+
+def test_a_user_conditioner_has_no_twin_in_one_line():
+    @dataclasses.dataclass(frozen=True)
+    class Gelu(jaxflow.FlaxConditioner):
+        def module(self, out_dim):
+            return flax.linen.Dense(out_dim)
+
+    flow = jaxflow.Flow((3,), jaxflow.Coupling("alternate", Gelu()))
+    with pytest.raises(ValueError, match=r"^from_jax: torchref has a twin of jaxflow.MLP conditioners only, got Gelu$"):
+        torchref.from_spec(flow)
+
+
+def test_every_conditioner_activation_has_a_twin():
+    """Round trip exact and ``log_prob`` equal with an ``MLP(activation=...)`` of each kind, in both coupling kinds."""
+    nets = [jaxflow.MLP(8, 1, 0.2, activation=activation) for activation in sorted(jaxflow.nets.mlp.ACTIVATIONS)]
+    flow = jaxflow.Flow((3,), jaxflow.Chain(*[
+        jaxflow.AffineCoupling("alternate", net, "tanh") if i % 2 else jaxflow.Coupling("half", net, jaxflow.RQSpline(3, 2.0))
+        for i, net in enumerate(nets)]), context_dim=1)
+    assert jax_torch_jax_exactly(flow, np.float64) == flow
+    params = random_params(flow, np.float64)
+    rng = np.random.default_rng(2)
+    x, c = 1.5 * rng.standard_normal((16, 3)), rng.standard_normal((16, 1))
+    expected = jaxflow.log_prob(flow, params, x, context=c)
+    assert rel_err(to_numpy(torchref.from_jax(flow, params).log_prob(to_torch(x), to_torch(c))), expected) \
+        <= TOLERANCES["float64"]["log_prob"]
+
+
+def test_to_jax_refuses_an_article_stack_that_a_realnvp_cannot_hold():
+    model = torchref.from_spec(jaxflow.Flow((4,), jaxflow.Repeat(jaxflow.AffineCoupling(
+        "half", jaxflow.MLP(8, 1, activation="gelu")), 2)))
+    model.flows = torch.nn.ModuleList(model.flows)  # the article's plain list
+    with pytest.raises(ValueError, match=r"^to_jax: a RealNVP cannot hold these couplings .*gelu"):
         torchref.to_jax(model)

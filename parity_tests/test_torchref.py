@@ -59,13 +59,19 @@ def _composed(dim: int, context_dim: int) -> torchref.NormalizingFlow:
         theta = torchref.Conditioner(dim - out_dim + context_dim, out_dim, 1, 16, num_params=2)
         return torchref.AffineCouplingLayer(theta, split, scale=scale, clamp=3.0)
 
+    def open_coupling(split, transform):  # random conditioner: not the identity; data beyond ±bound: the tails
+        theta = torchref.Conditioner(dim - split.d + context_dim, split.d, 1, 16, num_params=transform.num_params)
+        return torchref.Coupling(theta, split, transform)
+
     block = lambda: torchref.Chain([
         torchref.ActNorm(dim), coupling(torchref.MaskSplit(dim, "alternate"), "tanh"), torchref.LULinear(dim),
         torchref.Permutation(dim, "random", seed=dim)])
     flows = torchref.Chain([
         torchref.Affine(0.5, 1.5), torchref.Repeat([block(), block()]),
         coupling(torchref.Split(dim), "exp"), coupling(torchref.MaskSplit(dim, [j % 3 == 1 for j in range(dim)]), "sigmoid"),
-        torchref.Permutation(dim)])
+        torchref.Permutation(dim), open_coupling(torchref.MaskSplit(dim, "alternate"), torchref.RQSpline(5, 1.0)),
+        open_coupling(torchref.Split(dim), torchref.AffineTransform("tanh", 2.0)),
+        open_coupling(torchref.Split(dim), torchref.RQSpline(1, 2.0))])
     context_affine = torchref.Affine([0.1] * context_dim, [2.0] * context_dim) if context_dim else None
     model = torchref.NormalizingFlow(torchref.StandardNormal(dim), flows, context_affine, context_dim).double()
     perturb(model, seed=dim)

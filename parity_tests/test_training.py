@@ -135,15 +135,26 @@ def train_jax_conditional(flow: jaxflow.Flow, optimizer_name: str, params, data,
     return params, losses
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("optimizer_name", OPTIMIZERS)
-def test_composed_conditional_training_trajectories_match(optimizer_name, dtype):
-    """ActNorm, an alternate-mask coupling reading the context, LULinear and a permutation, twice."""
+_NSF = jaxflow.NeuralSplineFlow(3, num_layers=2, bins=4, bound=1.5, hidden_dim=16, num_hidden=1, context_dim=2)
+NSF = jaxflow.Flow(_NSF.event_shape, _NSF.layers, _NSF.context_dim)
+"""A conditional neural spline flow (the preset's layers, as ``torchref.to_jax`` gives them back); the
+data (:func:`conditional_batches`) reach past ``±1.5``, into the tails."""
+
+CONDITIONAL = [(COMPOSED, "sgd", np.float64), (COMPOSED, "sgd", np.float32), (COMPOSED, "adam", np.float64),
+               (COMPOSED, "adam", np.float32), (NSF, "adam", np.float64)]
+
+
+@pytest.mark.parametrize(("flow", "optimizer_name", "dtype"), CONDITIONAL,
+                         ids=[f"{'nsf' if flow is NSF else 'composed'}-{name}-{np.dtype(dtype).name}"
+                              for flow, name, dtype in CONDITIONAL])
+def test_composed_conditional_training_trajectories_match(flow, optimizer_name, dtype):
+    """ActNorm, an alternate-mask coupling reading the context, LULinear and a permutation, twice;
+    and a conditional NSF (spline couplings, permutations and LU layers), from its identity start."""
     quantity = f"train_{optimizer_name}"
     with on("cpu"):
-        params, model = make_composed_pair(COMPOSED, 0, dtype)
+        params, model = make_composed_pair(flow, 0, dtype)
         data, contexts = conditional_batches(dtype)
-        trained, losses = train_jax_conditional(COMPOSED, optimizer_name, params, data, contexts)
+        trained, losses = train_jax_conditional(flow, optimizer_name, params, data, contexts)
         optimizer = OPTIMIZERS[optimizer_name][1](model.parameters())
         torch_losses = []
         for batch, context in zip(data, contexts):

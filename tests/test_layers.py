@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jaxflow
-from jaxflow import ActNorm, Affine, AffineCoupling, AffineTransform, Chain, Coupling, LULinear, Permute, Repeat, RQSpline
+from jaxflow import ActNorm, Affine, AffineCoupling, AffineTransform, Chain, Coupling, Logit, LULinear, Permute, Repeat, RQSpline
 from core_helpers import event_jacobian_log_det, perturb
 from core_tolerances import assert_close
 
@@ -51,6 +51,7 @@ FLOWS = {
     "actnorm": ((5,), ActNorm(), 0),
     "affine": ((3,), Affine(shift=(0.5, -1.0, 2.0), scale=(2.0, 0.25, 1.5)), 0),
     "lulinear": ((5,), LULinear(), 0),
+    "logit": ((3,), Chain(Affine(-10.0, 20.0), Logit(0.05)), 0),  # the Affine maps the data x into (0, 1)
     # the elementwise and linear kinds on matrix events (P = 3 positions share the last axis' params)
     "matrix_events": ((3, 4), Chain(ActNorm(), LULinear(), Permute("random", seed=1), Affine(1.0, 3.0)), 0),
     # fixed compositions

@@ -58,6 +58,10 @@ context_dim)``), :func:`build_flow` (with ``identity_init``), and the conversion
 >>> torchref.to_jax(model)[0] == flow
 True
 
+Neural spline flows (``jaxflow.Coupling``, ``jaxflow.NeuralSplineFlow``) have the twin
+:class:`Coupling` (``split``, ``Conditioner``, and an :class:`AffineTransform` or :class:`RQSpline`;
+:mod:`torchref.spline`), whose rational-quadratic spline is nflows', the NSF authors' code.
+
 Image flows (``jaxflow.Flow`` on ``(H, W, C)`` events, ``jaxflow.MultiScaleRealNVP``) have twins
 acting on NCHW tensors ``(..., C, H, W)``: :class:`ImageAffineCouplingLayer` with an
 :class:`ImageMask` and a ``nn.Conv2d`` :class:`ResNet`, :class:`Squeeze`, :class:`Unsqueeze`,
@@ -80,6 +84,7 @@ True
 """
 
 from torchref.convert import build_flow, from_jax, from_spec, spec_of, to_jax, to_jax_layout, to_jax_params, to_torch_layout
+from torchref.spline import AffineTransform, Coupling, RQSpline
 from torchref.model import (
     LOG_SCALES, ActNorm, Affine, AffineCouplingLayer, Chain, Conditioner, FactorOut, ImageAffineCouplingLayer, ImageMask,
     Logit, LULinear, MaskSplit, NormalizingFlow, Permutation, Repeat, ResNet, Split, Squeeze, StandardNormal, Unsqueeze,
@@ -88,6 +93,9 @@ from torchref.model import (
 __all__ = [
     "NormalizingFlow",
     "AffineCouplingLayer",
+    "Coupling",
+    "AffineTransform",
+    "RQSpline",
     "Conditioner",
     "Split",
     "MaskSplit",

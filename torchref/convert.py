@@ -22,6 +22,9 @@ the spec's tree, so :func:`to_jax` recovers the same spec::
     a single layer as the root              NormalizingFlow(latent, layer), single_layer   that layer's
     AffineCoupling("half", MLP)             AffineCouplingLayer(Conditioner, Split(D))     conditioner/<name>/kernel|bias
     AffineCoupling("alternate" | bools)     AffineCouplingLayer(Conditioner, MaskSplit)    as above
+    Coupling(mask, MLP, transform)          spline.Coupling(Conditioner, Split | MaskSplit,  as above, P outputs per
+      AffineTransform(scale, clamp)           AffineTransform(scale, clamp)                  coordinate (P = 2)
+      RQSpline(bins, bound)                   RQSpline(bins, bound)                          (P = 3 bins - 1)
     Permute(kind, seed)                     Permutation(D, kind, seed)                     {}
     ActNorm()                               ActNorm(D): shift, log_scale                   shift, log_scale
     LULinear()                              LULinear(D): lower, upper, log_diag            lower, upper, log_diag
@@ -48,8 +51,17 @@ is ``concat((1 - m) x, c)`` on the channel axis in both: only the kernels are tr
 
 Every coupling's conditioner is laid out as above (kernels transposed, ``dims`` rows
 interleaved), its input ``concat(x_C, c)`` in both; the names are :meth:`jaxflow.MLP.layer_names`.
-A ``jaxflow.RealNVP`` keeps the article's plain list of couplings (``flows.i.theta...``) and its
-own functions (:func:`spec_of`, :func:`to_jax_params`).
+With ``P`` numbers per transformed coordinate torch row ``P j + p`` is jax column ``p d + j``
+(:func:`interleaved_order` ``(d, P)``); a spline's numbers are, in order, ``K`` widths, ``K``
+heights and ``K - 1`` derivatives on both sides.
+A ``jaxflow.RealNVP`` keeps the article's plain list of couplings (``flows.i.theta...``), which
+converts as the ``Repeat`` it is (:func:`spec_of` reads the preset's fields from it).
+
+Each layer kind converts through its row of :data:`TWINS` (build the twin from the spec, the spec
+from the twin, params out, params in); the layouts above live in the helpers the rows share:
+:func:`interleaved_order` (conditioner outputs), :func:`_linear_to_dense` / :func:`_dense_to_linear`
+(``Linear`` weights), :data:`TORCH_TO_JAX_KERNEL` / :data:`JAX_TO_TORCH_KERNEL` (``Conv2d``
+weights) and :func:`_torch_shape` / :func:`_jax_shape` (NCHW events).
 
 Conversion copies values through NumPy: it is exact, keeps float32/float64, and reads torch
 models on any device.
@@ -57,7 +69,8 @@ models on any device.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional, Tuple
+import dataclasses
+from typing import Any, Callable, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -68,10 +81,11 @@ from torch import nn
 import jaxflow
 from jaxflow.core.init import check_params, params_dtype
 from torchref import model as tr
+from torchref import spline as ts
 from torchref.model import AffineCouplingLayer, Conditioner, NormalizingFlow, Split, StandardNormal
 
 __all__ = ["build_flow", "from_spec", "spec_of", "interleaved_order", "to_jax", "to_jax_params", "from_jax",
-           "to_torch_layout", "to_jax_layout"]
+           "to_torch_layout", "to_jax_layout", "Twin", "TWINS"]
 
 
 def _is_image(event_shape) -> bool:
@@ -121,99 +135,57 @@ def from_spec(flow: jaxflow.FlowSpec, dtype: torch.dtype = torch.float32,
               device: Optional[torch.device | str] = None) -> NormalizingFlow:
     """The freshly initialised torch model of the spec ``flow`` (see :func:`build_flow`).
 
-    A :class:`jaxflow.Flow` other than ``RealNVP`` gets each layer's torch default (``Linear``'s
-    initialisation; ``ActNorm`` and ``LULinear`` the identity, as ``jaxflow.init`` without data).
+    Each layer gets its torch default (``Linear``'s initialisation; ``ActNorm`` and ``LULinear``
+    the identity, as ``jaxflow.init`` without data). A ``jaxflow.RealNVP`` gives the article's
+    model: ``flows`` is the plain list of its couplings.
     """
-    if not isinstance(flow, jaxflow.RealNVP):
-        return _from_flow_spec(flow).to(device=device, dtype=dtype)
-    d = flow.split_dim
-    layers = [
-        AffineCouplingLayer(
-            Conditioner(flow.condition_dim + flow.context_dim, d, flow.num_hidden, flow.hidden_dim, num_params=2,
-                        negative_slope=flow.negative_slope),
-            Split(flow.dim), scale=flow.scale, clamp=flow.clamp,
-        )
-        for _ in range(flow.num_flows)
-    ]
-    model = NormalizingFlow(StandardNormal(flow.dim), layers, context_dim=flow.context_dim)
-    if flow.identity_init:
-        with torch.no_grad():
-            for layer in model.flows:
-                layer.theta.dims.weight.zero_()
-                layer.theta.dims.bias.zero_()
+    shape = tuple(flow.event_shape)
+    _check_event_shape(shape, "from_jax")
+    root = _build(flow.layers, shape, flow.context_dim)
+    context_affine = None if flow.context_affine is None else _build(flow.context_affine, (flow.context_dim,), 0)
+    flows = list(root) if isinstance(flow, jaxflow.RealNVP) else root
+    model = NormalizingFlow(StandardNormal(_torch_shape(shape)), flows, context_affine=context_affine,
+                            context_dim=flow.context_dim)
     return model.to(device=device, dtype=dtype)
 
 
-def interleaved_order(d: int) -> np.ndarray:
-    """``[0, d, 1, d + 1, ..., d - 1, 2d - 1]``: the jax column of each torch ``dims`` row."""
-    return np.arange(2 * d).reshape(2, d).T.ravel()
-
-
-def _mlp_of(theta: Conditioner) -> jaxflow.MLP:
-    """The ``jaxflow.MLP`` spec that ``theta`` computes."""
-    return jaxflow.MLP(theta.input.out_features, len(theta.hidden), theta.negative_slope)
-
-
-def _linears(theta: Conditioner) -> Iterator[Tuple[str, nn.Linear]]:
-    """``(jaxflow name, Linear)`` of each layer of ``theta``, in order; names from ``MLP.layer_names``."""
-    yield from zip(_mlp_of(theta).layer_names(), [theta.input, *theta.hidden, theta.dims])
-
-
-def _is_last(name: str) -> bool:
-    return name == jaxflow.MLP(num_hidden=0).layer_names()[-1]
-
-
-def _jax_order(name: str, d: int) -> slice | np.ndarray:
-    """Index that puts a torch Linear's output rows in jaxflow's column order."""
-    return np.argsort(interleaved_order(d)) if _is_last(name) else slice(None)
-
-
-def _torch_order(name: str, d: int) -> slice | np.ndarray:
-    """Index that puts jaxflow's output columns in a torch Linear's row order."""
-    return interleaved_order(d) if _is_last(name) else slice(None)
-
-
 def spec_of(model: NormalizingFlow, **options) -> jaxflow.RealNVP:
-    """The ``jaxflow.RealNVP`` that ``model`` computes.
+    """The ``jaxflow.RealNVP`` that ``model`` (the article's plain list of couplings) computes.
 
-    ``options`` sets the fields that torch weights do not determine (``identity_init``,
-    ``compute_dtype``, ``scan_unroll``); the others are read from the model, which must be a
-    stack of :class:`AffineCouplingLayer` with :class:`Split` and identical conditioners.
+    ``options`` sets the fields that torch weights do not determine (``identity_init``, default
+    the layers' own; ``compute_dtype``; ``scan_unroll``); the others are read from the model,
+    which must be a stack of :class:`AffineCouplingLayer` with :class:`Split` and identical conditioners.
     """
     first = model.flows[0]
     if not isinstance(first, AffineCouplingLayer) or not isinstance(first.split, Split):
         raise ValueError(f"to_jax: model is not a uniform stack of affine coupling layers (flows[0] is "
                          f"{type(first).__name__}); hold other compositions in a torchref Chain or Repeat")
-    theta = first.theta
-    spec = jaxflow.RealNVP(
-        dim=first.split.dim, num_flows=len(model), hidden_dim=theta.input.out_features,
-        num_hidden=len(theta.hidden), scale=first.scale, clamp=first.clamp,
-        negative_slope=theta.negative_slope, context_dim=model.context_dim, **options,
-    )
-    expected = {k: v.shape for k, v in from_spec(spec, device="meta").state_dict().items()}
-    got = {k: v.shape for k, v in model.state_dict().items()}
-    options_of = lambda layer: (layer.scale, layer.clamp, layer.theta.negative_slope, layer.split.dim)
-    if got != expected or any(options_of(layer) != options_of(first) for layer in model.flows):
-        raise ValueError(f"to_jax: model is not a uniform stack of affine coupling layers matching {spec}")
+    try:
+        stack = _spec(_root(model), (first.split.dim,), model.context_dim)
+    except ValueError as err:
+        raise ValueError(f"to_jax: model is not a uniform stack of affine coupling layers: "
+                         f"{str(err).split(': ', 1)[-1]}") from None
+    coupling, net = stack.layer, stack.layer.conditioner
+    fields = dict(identity_init=coupling.identity_init) | options
+    spec = jaxflow.RealNVP(first.split.dim, stack.n, net.hidden_dim, net.num_hidden, scale=coupling.scale,
+                           clamp=coupling.clamp, negative_slope=net.negative_slope, context_dim=model.context_dim,
+                           **fields)
+    if dataclasses.replace(spec.coupling, identity_init=coupling.identity_init,
+                           conditioner=dataclasses.replace(spec.coupling.conditioner, compute_dtype=None)) != coupling:
+        raise ValueError(f"to_jax: a RealNVP cannot hold these couplings ({coupling}); hold them in a torchref Repeat")
     return spec
 
 
 def to_jax_params(model: NormalizingFlow, grad: bool = False):
     """``model``'s weights (or, with ``grad=True``, their ``.grad``) as a jaxflow params pytree."""
-    if not _is_preset(model):
-        return _params_of(_root(model), grad)
-    d = model.flows[0].split.d
-    layers = [dict(_linears(layer.theta)) for layer in model.flows]
-
-    def stacked(name: str, attr: str) -> jax.Array:
-        tensors = [getattr(getattr(layer[name], attr), "grad" if grad else "data") for layer in layers]
-        if tensors[0].dtype == torch.float64 and not jax.config.jax_enable_x64:
+    def read(p: torch.Tensor) -> np.ndarray:
+        """A NumPy copy (a gradient that is ``None`` reads as zeros, as JAX's)."""
+        tensor = (torch.zeros_like(p) if p.grad is None else p.grad) if grad else p.data
+        if tensor.dtype == torch.float64 and not jax.config.jax_enable_x64:
             raise ValueError('to_jax: float64 weights need jax.config.update("jax_enable_x64", True) first')
-        arrays = np.stack([t.detach().cpu().numpy() for t in tensors])[:, _jax_order(name, d)]
-        return jnp.asarray(arrays.swapaxes(1, 2) if attr == "weight" else arrays)
+        return tensor.detach().cpu().numpy()
 
-    return {"conditioner": {name: {"kernel": stacked(name, "weight"), "bias": stacked(name, "bias")}
-                            for name in layers[0]}}
+    return jax.tree_util.tree_map(jnp.asarray, _params_of(_root(model), read))
 
 
 def to_jax(model: NormalizingFlow, **options) -> Tuple[jaxflow.FlowSpec, dict]:
@@ -239,25 +211,10 @@ def from_jax(flow: jaxflow.FlowSpec, params, device: Optional[torch.device | str
     if not isinstance(flow, jaxflow.FlowSpec):
         raise TypeError(f"from_jax: expected a jaxflow flow spec (jaxflow.Flow or jaxflow.RealNVP), got {type(flow).__name__}")
     check_params(flow, params)
-    dtype = getattr(torch, params_dtype(params).name)
-    if not isinstance(flow, jaxflow.RealNVP):
-        model = from_spec(flow, dtype=dtype, device=device)
-        with torch.no_grad():
-            _load(_root(model), flow.layers, params)
-        return model
-    model = from_spec(flow, dtype=dtype, device=device)
-    d = flow.split_dim
+    model = from_spec(flow, dtype=getattr(torch, params_dtype(params).name), device=device)
     with torch.no_grad():
-        for i, layer in enumerate(model.flows):
-            for name, linear in _linears(layer.theta):
-                leaf = params["conditioner"][name]
-                kernel, bias = np.asarray(leaf["kernel"][i]), np.asarray(leaf["bias"][i])
-                linear.weight.copy_(torch.from_numpy(kernel.T[_torch_order(name, d)].copy()))
-                linear.bias.copy_(torch.from_numpy(bias[_torch_order(name, d)].copy()))
+        _load(_root(model), flow.layers, params)
     return model
-
-
-# --- any jaxflow.Flow: one builder, reader and loader per layer kind -------------------------------
 
 
 def _is_preset(model: NormalizingFlow) -> bool:
@@ -266,8 +223,24 @@ def _is_preset(model: NormalizingFlow) -> bool:
 
 
 def _root(model: NormalizingFlow) -> nn.Module:
-    """The module of the spec's root layer: the single layer, or the Chain/Repeat ``flows``."""
-    return model.flows[0] if model.single_layer else model.flows
+    """The module of the spec's root layer: the single layer, the Chain/Repeat ``flows``, or the
+    article's plain list read as the :class:`~torchref.model.Repeat` it is (its modules, shared)."""
+    if model.single_layer:
+        return model.flows[0]
+    return tr.Repeat(list(model.flows)) if _is_preset(model) else model.flows
+
+
+def _flow_spec_of(model: NormalizingFlow) -> jaxflow.Flow:
+    latent = model.latent
+    if not isinstance(latent, StandardNormal):
+        raise ValueError(f"to_jax: the latent must be a torchref StandardNormal (jaxflow's default), got {type(latent).__name__}")
+    shape = _jax_shape(tuple(latent.loc.shape))
+    _check_event_shape(shape, "to_jax")
+    context_affine = None if model.context_affine is None else _spec(model.context_affine, (model.context_dim,), 0)
+    return jaxflow.Flow(shape, _spec(_root(model), shape, model.context_dim), model.context_dim, context_affine)
+
+
+# --- layouts: the one place where jaxflow's and torch's arrays differ --------------------------------
 
 
 def _torch_shape(event_shape: Tuple[int, ...]) -> Tuple[int, ...]:
@@ -291,34 +264,34 @@ def _check_event_shape(event_shape: Tuple[int, ...], who: str) -> None:
                          f"got event shape {tuple(event_shape)}")
 
 
+def interleaved_order(d: int, num_params: int = 2) -> np.ndarray:
+    """The jax column of each torch row of a conditioner's last layer, ``num_params`` outputs per coordinate.
+
+    torch reads the rows interleaved (row ``p j + k`` is output ``k`` of coordinate ``j``),
+    jaxflow the columns blocked (column ``k d + j``); for ``num_params = 2``:
+    ``[0, d, 1, d + 1, ..., d - 1, 2d - 1]``.
+    """
+    return np.arange(num_params * d).reshape(num_params, d).T.ravel()
+
+
 #: axis orders between a Flax ``Conv`` kernel ``(kh, kw, in, out)`` and a ``Conv2d`` weight ``(out, in, kh, kw)``
 TORCH_TO_JAX_KERNEL = (2, 3, 1, 0)
 JAX_TO_TORCH_KERNEL = (3, 2, 0, 1)
 
 
-def _from_flow_spec(flow: jaxflow.FlowSpec) -> NormalizingFlow:
-    shape = tuple(flow.event_shape)
-    _check_event_shape(shape, "from_jax")
-    root = _build(flow.layers, shape, flow.context_dim)
-    context_affine = None if flow.context_affine is None else _build(flow.context_affine, (flow.context_dim,), 0)
-    return NormalizingFlow(StandardNormal(_torch_shape(shape)), root, context_affine=context_affine,
-                           context_dim=flow.context_dim)
+def _linear_to_dense(weight: np.ndarray, module: nn.Module) -> np.ndarray:
+    """A torch layer's weight as jaxflow's kernel: ``Linear (out, in) -> (in, out)``, ``Conv2d`` by :data:`TORCH_TO_JAX_KERNEL`."""
+    return weight.transpose(TORCH_TO_JAX_KERNEL) if isinstance(module, nn.Conv2d) else weight.T
 
 
-def _flow_spec_of(model: NormalizingFlow) -> jaxflow.Flow:
-    latent = model.latent
-    if not isinstance(latent, StandardNormal):
-        raise ValueError(f"to_jax: the latent must be a torchref StandardNormal (jaxflow's default), got {type(latent).__name__}")
-    shape = _jax_shape(tuple(latent.loc.shape))
-    _check_event_shape(shape, "to_jax")
-    context_affine = None if model.context_affine is None else _spec(model.context_affine, (model.context_dim,), 0)
-    return jaxflow.Flow(shape, _spec(_root(model), shape, model.context_dim), model.context_dim, context_affine)
+def _dense_to_linear(kernel: np.ndarray, module: nn.Module) -> np.ndarray:
+    """The inverse of :func:`_linear_to_dense`."""
+    return kernel.transpose(JAX_TO_TORCH_KERNEL) if isinstance(module, nn.Conv2d) else kernel.T
 
 
-def _no_compute_dtype(network) -> None:
-    if network.compute_dtype is not None:
-        raise ValueError(f"from_jax: torchref computes in the parameters' dtype; convert a spec with "
-                         f"compute_dtype=None (got {network.compute_dtype!r})")
+def _mlp_of(theta: Conditioner) -> jaxflow.MLP:
+    """The ``jaxflow.MLP`` spec that ``theta`` computes."""
+    return jaxflow.MLP(theta.input.out_features, len(theta.hidden), theta.negative_slope, activation=theta.activation)
 
 
 def _resnet_of(theta: tr.ResNet) -> jaxflow.ResNet:
@@ -326,53 +299,42 @@ def _resnet_of(theta: tr.ResNet) -> jaxflow.ResNet:
     return jaxflow.ResNet(theta.input.out_channels, theta.num_blocks, theta.kernel_size, theta.negative_slope)
 
 
-def _convs(theta: tr.ResNet) -> Iterator[Tuple[str, nn.Conv2d]]:
-    """``(jaxflow name, Conv2d)`` of each layer of ``theta``, in order; names from ``ResNet.layer_names``."""
-    convs = [theta.input, *(conv for block in theta.blocks() for conv in block), theta.output]
-    yield from zip(_resnet_of(theta).layer_names(), convs)
+def _net_layers(theta: nn.Module) -> list[Tuple[str, nn.Module]]:
+    """``(jaxflow name, Linear or Conv2d)`` of each layer of a conditioner, in order; names from ``layer_names``."""
+    if isinstance(theta, tr.ResNet):
+        return list(zip(_resnet_of(theta).layer_names(),
+                        [theta.input, *(conv for block in theta.blocks() for conv in block), theta.output]))
+    return list(zip(_mlp_of(theta).layer_names(), [theta.input, *theta.hidden, theta.dims]))
 
 
-def _build(layer: jaxflow.Layer, shape: Tuple[int, ...], context_dim: int) -> nn.Module:
-    """The freshly initialised torch twin of the jaxflow layer spec ``layer`` on events of jaxflow's ``shape``."""
-    channels, channel_dim = shape[-1], _channel_dim(shape)
-    if isinstance(layer, jaxflow.Repeat):
-        return tr.Repeat([_build(layer.layer, shape, context_dim) for _ in range(layer.n)], unroll=layer.unroll)
-    if isinstance(layer, jaxflow.Chain):
-        modules = []
-        for one in layer.layers:
-            modules.append(_build(one, shape, context_dim))
-            shape = one.output_shape(shape)
-        return tr.Chain(modules)
-    if isinstance(layer, jaxflow.FactorOut):
-        return tr.FactorOut(_build(layer.layer, layer.inner_shape(shape), context_dim), channel_dim)
-    if isinstance(layer, jaxflow.AffineCoupling):
-        _no_compute_dtype(layer.conditioner)
-        in_dim, out_dim = layer.sizes(shape, context_dim)
-        net = layer.conditioner
-        if len(shape) == 3:
-            theta = tr.ResNet(in_dim, out_dim, net.channels, net.num_blocks, net.kernel_size, net.negative_slope)
-            mask = tr.ImageMask(_torch_shape(shape), layer.mask, layer.flip)
-            return tr.ImageAffineCouplingLayer(theta, mask, scale=layer.scale, clamp=layer.clamp,
-                                               identity_init=layer.identity_init)
-        split = Split(shape[0]) if layer.mask == "half" else tr.MaskSplit(shape[0], layer.mask)
-        theta = Conditioner(in_dim, out_dim // 2, net.num_hidden, net.hidden_dim, num_params=2,
-                            negative_slope=net.negative_slope)
-        return AffineCouplingLayer(theta, split, scale=layer.scale, clamp=layer.clamp, identity_init=layer.identity_init)
-    if isinstance(layer, jaxflow.Squeeze):
-        return tr.Squeeze()
-    if isinstance(layer, jaxflow.Unsqueeze):
-        return tr.Unsqueeze()
-    if isinstance(layer, jaxflow.Permute):
-        return tr.Permutation(channels, layer.kind, layer.seed, channel_dim)
-    if isinstance(layer, jaxflow.ActNorm):
-        return tr.ActNorm(channels, channel_dim)
-    if isinstance(layer, jaxflow.LULinear):
-        return tr.LULinear(channels, channel_dim)
-    if isinstance(layer, jaxflow.Affine):
-        return tr.Affine(layer.shift, layer.scale, channel_dim)
-    if isinstance(layer, jaxflow.Logit):
-        return tr.Logit(layer.alpha, event_dims=len(shape))
-    raise ValueError(f"from_jax: torchref has no twin of the jaxflow layer {type(layer).__name__}")
+def _net_params_out(theta: nn.Module, read: "Read", order: np.ndarray | slice = slice(None)) -> dict:
+    """A conditioner's jaxflow params ``{name: {"kernel", "bias"}}``; ``order`` is the jax column of each
+    torch output row of the last layer (:func:`interleaved_order`; image conditioners: as they are)."""
+    layers = _net_layers(theta)
+    params = {}
+    for i, (name, layer) in enumerate(layers):
+        rows = np.argsort(order) if i == len(layers) - 1 and isinstance(order, np.ndarray) else slice(None)
+        params[name] = {"kernel": _linear_to_dense(read(layer.weight)[rows], layer), "bias": read(layer.bias)[rows]}
+    return params
+
+
+def _net_params_in(theta: nn.Module, params: dict, order: np.ndarray | slice = slice(None)) -> None:
+    """Copy a conditioner's jaxflow params into ``theta`` (the inverse of :func:`_net_params_out`)."""
+    layers = _net_layers(theta)
+    for i, (name, layer) in enumerate(layers):
+        rows = order if i == len(layers) - 1 else slice(None)
+        _copy(layer.weight, _dense_to_linear(np.asarray(params[name]["kernel"]), layer)[rows])
+        _copy(layer.bias, np.asarray(params[name]["bias"])[rows])
+
+
+def _copy(target: torch.Tensor, value) -> None:
+    target.copy_(torch.from_numpy(np.array(value)))
+
+
+def _no_compute_dtype(network) -> None:
+    if network.compute_dtype is not None:
+        raise ValueError(f"from_jax: torchref computes in the parameters' dtype; convert a spec with "
+                         f"compute_dtype=None (got {network.compute_dtype!r})")
 
 
 def _check_channels(module: nn.Module, shape: Tuple[int, ...]) -> None:
@@ -384,22 +346,112 @@ def _check_channels(module: nn.Module, shape: Tuple[int, ...]) -> None:
                          f"shape {tuple(shape)}; expected dim={expected[0]}, channel_dim={expected[1]}")
 
 
-def _spec(module: nn.Module, shape: Tuple[int, ...], context_dim: int) -> jaxflow.Layer:
+# --- the table: one row per jaxflow layer kind --------------------------------------------------------
+
+Shape = Tuple[int, ...]
+Read = Callable[[torch.Tensor], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Twin:
+    """How one jaxflow layer kind and its torch twin convert, on events of jaxflow's ``shape``.
+
+    ``modules``: the torch classes of the twin (exact types). ``build(layer, shape, context_dim)``:
+    the freshly initialised twin of the spec. ``spec(module, shape, context_dim)``: the spec that
+    ``module`` computes (``ValueError`` if none). ``params_out(module, read)``: the jaxflow params
+    pytree, NumPy leaves, each torch tensor read through ``read`` (its data or its gradient).
+    ``params_in(module, layer, params)``: copy the jaxflow params into ``module`` (under ``no_grad``).
+    """
+
+    modules: Tuple[type, ...]
+    build: Callable[[jaxflow.Layer, Shape, int], nn.Module]
+    spec: Callable[[nn.Module, Shape, int], jaxflow.Layer]
+    params_out: Callable[[nn.Module, Read], Any] = lambda module, read: {}
+    params_in: Callable[[nn.Module, jaxflow.Layer, Any], None] = lambda module, layer, params: None
+
+
+def _build(layer: jaxflow.Layer, shape: Shape, context_dim: int) -> nn.Module:
+    """The freshly initialised torch twin of the jaxflow layer spec ``layer`` on events of jaxflow's ``shape``."""
+    if type(layer) not in TWINS:
+        raise ValueError(f"from_jax: torchref has no twin of the jaxflow layer {type(layer).__name__}")
+    return TWINS[type(layer)].build(layer, shape, context_dim)
+
+
+def _twin_of(module: nn.Module) -> Twin:
+    if type(module) not in _BY_MODULE:
+        raise ValueError(f"to_jax: jaxflow has no layer for the torch module {type(module).__name__}")
+    return _BY_MODULE[type(module)]
+
+
+def _spec(module: nn.Module, shape: Shape, context_dim: int) -> jaxflow.Layer:
     """The jaxflow layer spec that the torch ``module`` computes on events of jaxflow's ``shape`` (the inverse of :func:`_build`)."""
-    if isinstance(module, tr.Repeat):
-        copies = [_spec(one, shape, context_dim) for one in module]
-        if any(copy != copies[0] for copy in copies):
-            raise ValueError(f"to_jax: the copies of a Repeat must be identical layers, got {sorted(set(map(repr, copies)))}")
-        return jaxflow.Repeat(copies[0], len(copies), module.unroll)
-    if isinstance(module, tr.Chain):
-        layers = []
-        for one in module:
-            layers.append(_spec(one, shape, context_dim))
-            shape = layers[-1].output_shape(shape)
-        return jaxflow.Chain(*layers)
-    if isinstance(module, tr.FactorOut):
-        _check_channels(module, shape)
-        return jaxflow.FactorOut(_spec(module.module, jaxflow.FactorOut.inner_shape(shape), context_dim))
+    return _twin_of(module).spec(module, shape, context_dim)
+
+
+def _params_of(module: nn.Module, read: Read):
+    """The jaxflow params of ``module`` (NumPy leaves)."""
+    return _twin_of(module).params_out(module, read)
+
+
+def _load(module: nn.Module, layer: jaxflow.Layer, params) -> None:
+    """Copy the jaxflow ``params`` of ``layer`` into its twin ``module`` (under ``torch.no_grad``)."""
+    TWINS[type(layer)].params_in(module, layer, params)
+
+
+def _spec_of_repeat(module: tr.Repeat, shape: Shape, context_dim: int) -> jaxflow.Repeat:
+    copies = [_spec(one, shape, context_dim) for one in module]
+    if any(copy != copies[0] for copy in copies):
+        raise ValueError(f"to_jax: the copies of a Repeat must be identical layers, got {sorted(set(map(repr, copies)))}")
+    return jaxflow.Repeat(copies[0], len(copies), module.unroll)
+
+
+def _repeat_params_in(module: tr.Repeat, layer: jaxflow.Repeat, params) -> None:
+    for i, one in enumerate(module):
+        _load(one, layer.layer, jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[i], params))
+
+
+def _chain_params_in(module: tr.Chain, layer: jaxflow.Chain, params) -> None:
+    for one, one_layer, one_params in zip(module, layer.layers, params):
+        _load(one, one_layer, one_params)
+
+
+def _build_chain(layer: jaxflow.Chain, shape: Shape, context_dim: int) -> tr.Chain:
+    modules = []
+    for one in layer.layers:
+        modules.append(_build(one, shape, context_dim))
+        shape = one.output_shape(shape)
+    return tr.Chain(modules)
+
+
+def _spec_of_chain(module: tr.Chain, shape: Shape, context_dim: int) -> jaxflow.Chain:
+    layers = []
+    for one in module:
+        layers.append(_spec(one, shape, context_dim))
+        shape = layers[-1].output_shape(shape)
+    return jaxflow.Chain(*layers)
+
+
+def _spec_of_factor_out(module: tr.FactorOut, shape: Shape, context_dim: int) -> jaxflow.FactorOut:
+    _check_channels(module, shape)
+    return jaxflow.FactorOut(_spec(module.module, jaxflow.FactorOut.inner_shape(shape), context_dim))
+
+
+def _build_affine_coupling(layer: jaxflow.AffineCoupling, shape: Shape, context_dim: int) -> AffineCouplingLayer:
+    _no_compute_dtype(layer.conditioner)
+    in_dim, out_dim = layer.sizes(shape, context_dim)
+    net = layer.conditioner
+    if len(shape) == 3:
+        theta = tr.ResNet(in_dim, out_dim, net.channels, net.num_blocks, net.kernel_size, net.negative_slope)
+        mask = tr.ImageMask(_torch_shape(shape), layer.mask, layer.flip)
+        return tr.ImageAffineCouplingLayer(theta, mask, scale=layer.scale, clamp=layer.clamp,
+                                           identity_init=layer.identity_init)
+    theta = Conditioner(in_dim, out_dim // 2, net.num_hidden, net.hidden_dim, num_params=2,
+                        negative_slope=net.negative_slope, activation=net.activation)
+    return AffineCouplingLayer(theta, _split(layer.mask, shape), scale=layer.scale, clamp=layer.clamp,
+                               identity_init=layer.identity_init)
+
+
+def _spec_of_affine_coupling(module: AffineCouplingLayer, shape: Shape, context_dim: int) -> jaxflow.AffineCoupling:
     if isinstance(module, tr.ImageAffineCouplingLayer):
         mask = module.mask
         spec = jaxflow.AffineCoupling(mask.kind, _resnet_of(module.theta), module.scale, module.clamp,
@@ -410,34 +462,76 @@ def _spec(module: nn.Module, shape: Tuple[int, ...], context_dim: int) -> jaxflo
                              f"{got[0]} -> {got[1]} on events of jaxflow shape {tuple(shape)}, expected mask shape "
                              f"{_torch_shape(shape)} and {spec.sizes(shape, context_dim)} for {spec}")
         return spec
-    if isinstance(module, AffineCouplingLayer):
-        split = module.split
-        mask = "half" if isinstance(split, Split) else split.mask
-        spec = jaxflow.AffineCoupling(mask, _mlp_of(module.theta), module.scale, module.clamp, module.identity_init)
-        in_dim, out_dim = spec.sizes(shape, context_dim)
-        if (module.theta.input.in_features, module.theta.dims.out_features) != (in_dim, out_dim):
-            raise ValueError(f"to_jax: a coupling's conditioner maps {module.theta.input.in_features} -> "
-                             f"{module.theta.dims.out_features}, expected {in_dim} -> {out_dim} for {spec}")
-        return spec
-    if isinstance(module, tr.Squeeze):
-        return jaxflow.Squeeze()
-    if isinstance(module, tr.Unsqueeze):
-        return jaxflow.Unsqueeze()
-    if isinstance(module, (tr.Permutation, tr.ActNorm, tr.LULinear, tr.Affine)):
-        _check_channels(module, shape)
-    if isinstance(module, tr.Permutation):
-        return jaxflow.Permute(module.kind, module.seed)
-    if isinstance(module, tr.ActNorm):
-        return jaxflow.ActNorm()
-    if isinstance(module, tr.LULinear):
-        return jaxflow.LULinear()
-    if isinstance(module, tr.Affine):
-        return jaxflow.Affine(**_affine_numbers(module))
-    if isinstance(module, tr.Logit):
-        if module.event_dims != len(shape):
-            raise ValueError(f"to_jax: Logit(event_dims={module.event_dims}) on events of jaxflow shape {tuple(shape)}")
-        return jaxflow.Logit(module.alpha)
-    raise ValueError(f"to_jax: jaxflow has no layer for the torch module {type(module).__name__}")
+    spec = jaxflow.AffineCoupling(_mask_of(module.split), _mlp_of(module.theta), module.scale, module.clamp,
+                                  module.identity_init)
+    return _checked_sizes(spec, module.theta, shape, context_dim)
+
+
+def _split(mask, shape: Shape) -> nn.Module:
+    """The torch ``split`` of a vector coupling's mask: the article's :class:`Split` for ``"half"``."""
+    return Split(shape[0]) if mask == "half" else tr.MaskSplit(shape[0], mask)
+
+
+def _mask_of(split: nn.Module):
+    """The inverse of :func:`_split`."""
+    return "half" if isinstance(split, Split) else split.mask
+
+
+def _checked_sizes(spec: jaxflow.Layer, theta: Conditioner, shape: Shape, context_dim: int) -> jaxflow.Layer:
+    """``spec``, if ``theta``'s sizes are those that ``spec`` gives its conditioner; else ``ValueError``."""
+    in_dim, out_dim = spec.sizes(shape, context_dim)
+    if (theta.input.in_features, theta.dims.out_features) != (in_dim, out_dim):
+        raise ValueError(f"to_jax: a coupling's conditioner maps {theta.input.in_features} -> "
+                         f"{theta.dims.out_features}, expected {in_dim} -> {out_dim} for {spec}")
+    return spec
+
+
+def _output_order(theta: nn.Module) -> np.ndarray | slice:
+    """The jax column of each torch output row: a :class:`Conditioner` is read interleaved
+    (:func:`interleaved_order`), a ResNet blocked on both sides."""
+    return slice(None) if isinstance(theta, tr.ResNet) else interleaved_order(theta.out_dim, theta.num_params)
+
+
+#: jaxflow coupling transform -> its torch twin; the fields have the same names on both sides
+TRANSFORMS: dict[type, type] = {jaxflow.AffineTransform: ts.AffineTransform, jaxflow.RQSpline: ts.RQSpline}
+
+
+def _transform_twin(transform) -> nn.Module:
+    if type(transform) not in TRANSFORMS:
+        raise ValueError(f"from_jax: torchref has no twin of the coupling transform {type(transform).__name__}")
+    return TRANSFORMS[type(transform)](**{f.name: getattr(transform, f.name) for f in dataclasses.fields(transform)})
+
+
+def _transform_spec(module: nn.Module):
+    kind = {twin: kind for kind, twin in TRANSFORMS.items()}[type(module)]
+    return kind(**{f.name: getattr(module, f.name) for f in dataclasses.fields(kind)})
+
+
+def _build_coupling(layer: jaxflow.Coupling, shape: Shape, context_dim: int) -> ts.Coupling:
+    net = layer.conditioner
+    if not isinstance(net, jaxflow.MLP):
+        raise ValueError(f"from_jax: torchref has a twin of jaxflow.MLP conditioners only, got {type(net).__name__}")
+    _no_compute_dtype(net)
+    in_dim, out_dim = layer.sizes(shape, context_dim)
+    num_params = layer.transform.num_params
+    theta = Conditioner(in_dim, out_dim // num_params, net.num_hidden, net.hidden_dim, num_params=num_params,
+                        negative_slope=net.negative_slope, activation=net.activation)
+    return ts.Coupling(theta, _split(layer.mask, shape), _transform_twin(layer.transform), layer.identity_init)
+
+
+def _spec_of_coupling(module: ts.Coupling, shape: Shape, context_dim: int) -> jaxflow.Coupling:
+    spec = jaxflow.Coupling(_mask_of(module.split), _mlp_of(module.theta), _transform_spec(module.transform),
+                            module.identity_init)
+    return _checked_sizes(spec, module.theta, shape, context_dim)
+
+
+def _conditioner_params_out(module: nn.Module, read: Read) -> dict:
+    """A coupling's params ``{"conditioner": ...}`` from its ``theta``."""
+    return {"conditioner": _net_params_out(module.theta, read, _output_order(module.theta))}
+
+
+def _conditioner_params_in(module: nn.Module, layer: jaxflow.Layer, params) -> None:
+    _net_params_in(module.theta, params["conditioner"], _output_order(module.theta))
 
 
 def _affine_numbers(module: "tr.Affine") -> dict:
@@ -454,68 +548,76 @@ def _affine_numbers(module: "tr.Affine") -> dict:
     return numbers
 
 
-def _array(tensor: Optional[torch.Tensor], like: torch.Tensor) -> np.ndarray:
-    """A NumPy copy (a gradient that is ``None`` reads as zeros, as JAX's)."""
-    tensor = torch.zeros_like(like) if tensor is None else tensor
-    if tensor.dtype == torch.float64 and not jax.config.jax_enable_x64:
-        raise ValueError('to_jax: float64 weights need jax.config.update("jax_enable_x64", True) first')
-    return tensor.detach().cpu().numpy()
+def _per_channel(make: Callable[[jaxflow.Layer, int, int], nn.Module], spec: Callable[[nn.Module], jaxflow.Layer],
+                 names: Tuple[str, ...] = ()) -> dict:
+    """The row of a layer acting per entry of jaxflow's last event axis (torch's ``channel_dim``),
+    its parameters ``names`` the same arrays on both sides."""
+    def spec_of(module, shape, context_dim):
+        _check_channels(module, shape)
+        return spec(module)
+
+    def params_in(module, layer, params):
+        for name in names:
+            _copy(getattr(module, name), np.asarray(params[name]))
+
+    return dict(build=lambda layer, shape, context_dim: make(layer, shape[-1], _channel_dim(shape)), spec=spec_of,
+                params_out=lambda module, read: {name: read(getattr(module, name)) for name in names},
+                params_in=params_in)
 
 
-#: jaxflow leaf names of each torch layer whose parameters map one to one (no layout change).
-_PLAIN_PARAMS: dict[type, Tuple[str, ...]] = {
-    tr.ActNorm: ("shift", "log_scale"),
-    tr.LULinear: ("lower", "upper", "log_diag"),
+TWINS: dict[type, Twin] = {
+    jaxflow.Repeat: Twin(
+        (tr.Repeat,),
+        build=lambda layer, shape, context_dim: tr.Repeat([_build(layer.layer, shape, context_dim) for _ in range(layer.n)],
+                                                          unroll=layer.unroll),
+        spec=_spec_of_repeat,
+        params_out=lambda module, read: jax.tree_util.tree_map(lambda *leaves: np.stack(leaves),
+                                                               *[_params_of(one, read) for one in module]),
+        params_in=_repeat_params_in),
+    jaxflow.Chain: Twin(
+        (tr.Chain,), _build_chain, _spec_of_chain,
+        params_out=lambda module, read: [_params_of(one, read) for one in module],
+        params_in=_chain_params_in),
+    jaxflow.FactorOut: Twin(
+        (tr.FactorOut,),
+        build=lambda layer, shape, context_dim: tr.FactorOut(_build(layer.layer, layer.inner_shape(shape), context_dim),
+                                                             _channel_dim(shape)),
+        spec=_spec_of_factor_out,
+        params_out=lambda module, read: _params_of(module.module, read),
+        params_in=lambda module, layer, params: _load(module.module, layer.layer, params)),
+    jaxflow.AffineCoupling: Twin(
+        (AffineCouplingLayer, tr.ImageAffineCouplingLayer), _build_affine_coupling, _spec_of_affine_coupling,
+        _conditioner_params_out, _conditioner_params_in),
+    jaxflow.Coupling: Twin((ts.Coupling,), _build_coupling, _spec_of_coupling, _conditioner_params_out,
+                           _conditioner_params_in),
+    jaxflow.Squeeze: Twin((tr.Squeeze,), lambda layer, shape, context_dim: tr.Squeeze(),
+                          lambda module, shape, context_dim: jaxflow.Squeeze()),
+    jaxflow.Unsqueeze: Twin((tr.Unsqueeze,), lambda layer, shape, context_dim: tr.Unsqueeze(),
+                            lambda module, shape, context_dim: jaxflow.Unsqueeze()),
+    jaxflow.Permute: Twin((tr.Permutation,), **_per_channel(
+        lambda layer, dim, channel_dim: tr.Permutation(dim, layer.kind, layer.seed, channel_dim),
+        lambda module: jaxflow.Permute(module.kind, module.seed))),
+    jaxflow.ActNorm: Twin((tr.ActNorm,), **_per_channel(
+        lambda layer, dim, channel_dim: tr.ActNorm(dim, channel_dim), lambda module: jaxflow.ActNorm(),
+        ("shift", "log_scale"))),
+    jaxflow.LULinear: Twin((tr.LULinear,), **_per_channel(
+        lambda layer, dim, channel_dim: tr.LULinear(dim, channel_dim), lambda module: jaxflow.LULinear(),
+        ("lower", "upper", "log_diag"))),
+    jaxflow.Affine: Twin((tr.Affine,), **_per_channel(
+        lambda layer, dim, channel_dim: tr.Affine(layer.shift, layer.scale, channel_dim),
+        lambda module: jaxflow.Affine(**_affine_numbers(module)))),
+    jaxflow.Logit: Twin(
+        (tr.Logit,), lambda layer, shape, context_dim: tr.Logit(layer.alpha, event_dims=len(shape)),
+        lambda module, shape, context_dim: _spec_of_logit(module, shape)),
 }
+"""Every jaxflow layer kind (its class) -> its :class:`Twin`: the one place conversion knows a kind."""
 
 
-def _params_of(module: nn.Module, grad: bool = False):
-    """The jaxflow params of ``module`` (or of its ``.grad`` with ``grad=True``)."""
-    get: Callable[[torch.Tensor], np.ndarray] = lambda p: _array(p.grad if grad else p.data, p)
-    if isinstance(module, tr.Repeat):
-        copies = [_params_of(one, grad) for one in module]
-        return jax.tree_util.tree_map(lambda *leaves: jnp.asarray(np.stack(leaves)), *copies)
-    if isinstance(module, tr.Chain):
-        return [_params_of(one, grad) for one in module]
-    if isinstance(module, tr.FactorOut):
-        return _params_of(module.module, grad)
-    if isinstance(module, tr.ImageAffineCouplingLayer):  # Conv2d weight (out, in, kh, kw) -> kernel (kh, kw, in, out)
-        return {"conditioner": {
-            name: {"kernel": jnp.asarray(get(conv.weight).transpose(TORCH_TO_JAX_KERNEL)), "bias": jnp.asarray(get(conv.bias))}
-            for name, conv in _convs(module.theta)}}
-    if isinstance(module, AffineCouplingLayer):
-        d = module.theta.out_dim
-        return {"conditioner": {
-            name: {"kernel": jnp.asarray(get(linear.weight)[_jax_order(name, d)].T),
-                   "bias": jnp.asarray(get(linear.bias)[_jax_order(name, d)])}
-            for name, linear in _linears(module.theta)}}
-    if type(module) in _PLAIN_PARAMS:
-        return {name: jnp.asarray(get(getattr(module, name))) for name in _PLAIN_PARAMS[type(module)]}
-    return {}  # Permutation, Affine, Logit: no parameters
+def _spec_of_logit(module: tr.Logit, shape: Shape) -> jaxflow.Logit:
+    if module.event_dims != len(shape):
+        raise ValueError(f"to_jax: Logit(event_dims={module.event_dims}) on events of jaxflow shape {tuple(shape)}")
+    return jaxflow.Logit(module.alpha)
 
 
-def _load(module: nn.Module, layer: jaxflow.Layer, params) -> None:
-    """Copy the jaxflow ``params`` of ``layer`` into its twin ``module`` (under ``torch.no_grad``)."""
-    copy = lambda target, value: target.copy_(torch.from_numpy(np.array(value)))
-    if isinstance(layer, jaxflow.Repeat):
-        for i, one in enumerate(module):
-            _load(one, layer.layer, jax.tree_util.tree_map(lambda leaf: np.asarray(leaf)[i], params))
-    elif isinstance(layer, jaxflow.Chain):
-        for one, one_layer, one_params in zip(module, layer.layers, params):
-            _load(one, one_layer, one_params)
-    elif isinstance(layer, jaxflow.FactorOut):
-        _load(module.module, layer.layer, params)
-    elif isinstance(module, tr.ImageAffineCouplingLayer):  # kernel (kh, kw, in, out) -> Conv2d weight (out, in, kh, kw)
-        for name, conv in _convs(module.theta):
-            leaf = params["conditioner"][name]
-            copy(conv.weight, np.asarray(leaf["kernel"]).transpose(JAX_TO_TORCH_KERNEL))
-            copy(conv.bias, np.asarray(leaf["bias"]))
-    elif isinstance(layer, jaxflow.AffineCoupling):
-        d = module.theta.out_dim
-        for name, linear in _linears(module.theta):
-            leaf = params["conditioner"][name]
-            copy(linear.weight, np.asarray(leaf["kernel"]).T[_torch_order(name, d)])
-            copy(linear.bias, np.asarray(leaf["bias"])[_torch_order(name, d)])
-    elif type(module) in _PLAIN_PARAMS:
-        for name in _PLAIN_PARAMS[type(module)]:
-            copy(getattr(module, name), np.asarray(params[name]))
+_BY_MODULE: dict[type, Twin] = {module: twin for twin in TWINS.values() for module in twin.modules}
+"""The row of each torch twin class (exact types: an image coupling is also an ``AffineCouplingLayer``)."""

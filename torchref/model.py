@@ -49,7 +49,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
 __all__ = [
-    "LOG_SCALES", "Split", "MaskSplit", "StandardNormal", "Conditioner", "AffineCouplingLayer",
+    "LOG_SCALES", "ACTIVATIONS", "Split", "MaskSplit", "StandardNormal", "Conditioner", "AffineCouplingLayer",
     "ResNet", "ImageMask", "ImageAffineCouplingLayer", "Squeeze", "Unsqueeze", "FactorOut",
     "Permutation", "LULinear", "ActNorm", "Affine", "Logit", "Chain", "Repeat", "NormalizingFlow",
 ]
@@ -169,32 +169,52 @@ class StandardNormal(nn.Module):
         return self.distribution().sample(torch.Size(sample_shape))
 
 
+ACTIVATIONS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
+    "leaky_relu": F.leaky_relu,  # the article's
+    "relu": lambda x, negative_slope: F.relu(x),
+    "gelu": lambda x, negative_slope: F.gelu(x, approximate="tanh"),  # flax's nn.gelu default, not torch's
+    "silu": lambda x, negative_slope: F.silu(x),
+    "elu": lambda x, negative_slope: F.elu(x),
+    "tanh": lambda x, negative_slope: torch.tanh(x),
+}
+"""The conditioner's activations ``a(x, negative_slope)`` by name (only leaky_relu reads the slope).
+
+.. warning:: ``"gelu"`` is the tanh approximation, as Flax's ``nn.gelu``; torch's ``F.gelu``
+   defaults to the exact (erf) form.
+"""
+
+
 class Conditioner(nn.Module):
     """``theta``: ``x (..., in_dim) -> [p_1, ..., p_num_params]``, each ``(..., out_dim)``.
 
     ``input = Linear(in_dim, hidden_dim)``, ``num_hidden`` x ``Linear(hidden_dim, hidden_dim)``
-    in ``hidden``, each followed by leaky_relu, then ``dims = Linear(hidden_dim, out_dim *
-    num_params)`` whose row ``num_params * j + k`` is ``p_{k+1}`` of coordinate ``j``
-    (interleaved, as the article's ``reshape(..., out_dim, num_params)``).
+    in ``hidden``, each followed by the activation (:data:`ACTIVATIONS`; the article's
+    leaky_relu), then ``dims = Linear(hidden_dim, out_dim * num_params)`` whose row
+    ``num_params * j + k`` is ``p_{k+1}`` of coordinate ``j`` (interleaved, as the article's
+    ``reshape(..., out_dim, num_params)``).
     """
 
     def __init__(
         self, in_dim: int, out_dim: int,
         num_hidden: int, hidden_dim: int,
-        num_params: int, negative_slope: float = 0.01,
+        num_params: int, negative_slope: float = 0.01, activation: str = "leaky_relu",
     ):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"Conditioner: activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
         self.input = nn.Linear(in_dim, hidden_dim)
         self.hidden = nn.ModuleList([nn.Linear(hidden_dim, hidden_dim) for _ in range(num_hidden)])
         self.num_params = num_params
         self.out_dim = out_dim
         self.negative_slope = negative_slope
+        self.activation = activation
         self.dims = nn.Linear(hidden_dim, out_dim * num_params)
 
     def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        x = F.leaky_relu(self.input(x), self.negative_slope)
+        act = ACTIVATIONS[self.activation]
+        x = act(self.input(x), self.negative_slope)
         for h in self.hidden:
-            x = F.leaky_relu(h(x), self.negative_slope)
+            x = act(h(x), self.negative_slope)
         batch_params = self.dims(x).reshape(*x.shape[:-1], self.out_dim, self.num_params)
         return list(batch_params.unbind(-1))
 
