@@ -338,3 +338,31 @@ def test_to_jax_refuses_an_article_stack_that_a_realnvp_cannot_hold():
     model.flows = torch.nn.ModuleList(model.flows)  # the article's plain list
     with pytest.raises(ValueError, match=r"^to_jax: a RealNVP cannot hold these couplings .*gelu"):
         torchref.to_jax(model)
+
+
+def test_each_copy_of_a_repeat_has_its_permutation_in_the_twin():
+    """Copy ``k`` of a random ``Permute`` in (nested) ``Repeat``s is ``Permutation(copy=k)`` in torch, which
+    draws ``default_rng([seed, k])`` itself; both ways exact, and a twin with other copies is refused."""
+    import warnings
+
+    from torchref import model as tr
+    from torchref.convert import from_jax, to_jax
+
+    step = jaxflow.Chain(jaxflow.AffineCoupling(mask="alternate", conditioner=jaxflow.MLP(8, 1)), jaxflow.Permute("random", 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # this tiny flow leaves a coordinate untransformed; beside the point here
+        flow = jaxflow.Flow(event_shape=(5,), layers=jaxflow.Repeat(jaxflow.Repeat(step, 2), 2))
+    params = jax.tree.map(lambda a: a + 0.1, jaxflow.init(flow, jax.random.key(0), jax.numpy.float64))
+    twin = from_jax(flow, params)
+    copies = [m.copy for m in twin.modules() if isinstance(m, tr.Permutation)]
+    assert copies == [0, 1, 2, 3]
+    x = np.random.default_rng(0).normal(size=(4, 5))
+    want = np.asarray(jaxflow.log_prob(flow, params, x))
+    assert rel_err(to_numpy(twin.log_prob(to_torch(x))), want) <= TOLERANCES["float64"]["log_prob"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert to_jax(twin)[0] == flow
+        last = [m for m in twin.modules() if isinstance(m, tr.Permutation)][-1]
+        last.__init__(5, "random", 3, copy=0)  # copy 3 drawn as copy 0
+        with pytest.raises(ValueError, match="permutations are not those of a jaxflow flow"):
+            to_jax(twin)

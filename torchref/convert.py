@@ -237,7 +237,12 @@ def _flow_spec_of(model: NormalizingFlow) -> jaxflow.Flow:
     shape = _jax_shape(tuple(latent.loc.shape))
     _check_event_shape(shape, "to_jax")
     context_affine = None if model.context_affine is None else _spec(model.context_affine, (model.context_dim,), 0)
-    return jaxflow.Flow(shape, _spec(_root(model), shape, model.context_dim), model.context_dim, context_affine)
+    flow = jaxflow.Flow(shape, _spec(_root(model), shape, model.context_dim), model.context_dim, context_affine)
+    permutations = lambda module: [m.perm.tolist() for m in module.modules() if isinstance(m, tr.Permutation)]
+    if permutations(_build(flow.layers, shape, flow.context_dim)) != permutations(_root(model)):
+        raise ValueError("to_jax: the model's permutations are not those of a jaxflow flow (copy k of a Repeat draws "
+                         "Permutation(..., copy=k), k counted over nested repeats)")
+    return flow
 
 
 # --- layouts: the one place where jaxflow's and torch's arrays differ --------------------------------
@@ -372,9 +377,10 @@ class Twin:
 
 def _build(layer: jaxflow.Layer, shape: Shape, context_dim: int) -> nn.Module:
     """The freshly initialised torch twin of the jaxflow layer spec ``layer`` on events of jaxflow's ``shape``."""
-    if type(layer) not in TWINS:
+    kind = next(cls for cls in type(layer).__mro__ if not cls.__name__.startswith("_"))  # a copy's spec is its kind
+    if kind not in TWINS:
         raise ValueError(f"from_jax: torchref has no twin of the jaxflow layer {type(layer).__name__}")
-    return TWINS[type(layer)].build(layer, shape, context_dim)
+    return TWINS[kind].build(layer, shape, context_dim)
 
 
 def _twin_of(module: nn.Module) -> Twin:
@@ -568,7 +574,7 @@ def _per_channel(make: Callable[[jaxflow.Layer, int, int], nn.Module], spec: Cal
 TWINS: dict[type, Twin] = {
     jaxflow.Repeat: Twin(
         (tr.Repeat,),
-        build=lambda layer, shape, context_dim: tr.Repeat([_build(layer.layer, shape, context_dim) for _ in range(layer.n)],
+        build=lambda layer, shape, context_dim: tr.Repeat([_build(layer.copy(k), shape, context_dim) for k in range(layer.n)],
                                                           unroll=layer.unroll),
         spec=_spec_of_repeat,
         params_out=lambda module, read: jax.tree_util.tree_map(lambda *leaves: np.stack(leaves),
@@ -595,8 +601,9 @@ TWINS: dict[type, Twin] = {
     jaxflow.Unsqueeze: Twin((tr.Unsqueeze,), lambda layer, shape, context_dim: tr.Unsqueeze(),
                             lambda module, shape, context_dim: jaxflow.Unsqueeze()),
     jaxflow.Permute: Twin((tr.Permutation,), **_per_channel(
-        lambda layer, dim, channel_dim: tr.Permutation(dim, layer.kind, layer.seed, channel_dim),
-        lambda module: jaxflow.Permute(module.kind, module.seed))),
+        lambda layer, dim, channel_dim: tr.Permutation(dim, layer.kind, layer.seed, channel_dim, layer.per_copy,
+                                                       layer.copy_index),
+        lambda module: jaxflow.Permute(module.kind, module.seed, module.per_copy))),
     jaxflow.ActNorm: Twin((tr.ActNorm,), **_per_channel(
         lambda layer, dim, channel_dim: tr.ActNorm(dim, channel_dim), lambda module: jaxflow.ActNorm(),
         ("shift", "log_scale"))),

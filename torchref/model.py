@@ -413,18 +413,23 @@ class Permutation(nn.Module):
     """``z_j = x_{perm_j}``, ``x = z[..., argsort(perm)]``, log-det 0, over the ``dim`` entries of ``channel_dim``.
 
     ``kind="reverse"``: ``perm = [dim - 1, ..., 0]``; ``kind="random"``:
-    ``perm = numpy.random.default_rng(seed).permutation(dim)``. ``perm`` and its inverse are
+    ``perm = numpy.random.default_rng(seed).permutation(dim)``, or for copy ``k`` of a
+    :class:`Repeat` (jaxflow's ``Permute(per_copy=True)``: ``copy=k``, nested repeats numbering
+    ``k = k_outer * n_inner + k_inner``) ``default_rng([seed, k])``. ``perm`` and its inverse are
     non-persistent buffers (part of the structure, not of the ``state_dict``). ``channel_dim``
     is ``-1`` for vector events ``(..., D)`` and ``-3`` for images ``(..., C, H, W)`` (the
     channels, the same permutation at every pixel).
     """
 
-    def __init__(self, dim: int, kind: str = "reverse", seed: int = 0, channel_dim: int = -1):
+    def __init__(self, dim: int, kind: str = "reverse", seed: int = 0, channel_dim: int = -1, per_copy: bool = True,
+                 copy: Optional[int] = None):
         super().__init__()
         if kind not in ("reverse", "random"):
             raise ValueError(f"Permutation: kind must be 'reverse' or 'random', got {kind!r}")
-        perm = np.arange(dim)[::-1].copy() if kind == "reverse" else np.random.default_rng(seed).permutation(dim)
+        rng = np.random.default_rng(seed if copy is None else [seed, copy])
+        perm = np.arange(dim)[::-1].copy() if kind == "reverse" else rng.permutation(dim)
         self.dim, self.kind, self.seed, self.channel_dim = dim, kind, seed, _check_channel_dim(channel_dim)
+        self.per_copy, self.copy = per_copy, copy
         self.register_buffer("perm", torch.as_tensor(perm), persistent=False)
         self.register_buffer("inverse_perm", torch.as_tensor(np.argsort(perm)), persistent=False)
 
@@ -435,8 +440,9 @@ class Permutation(nn.Module):
         return z.index_select(self.channel_dim, self.inverse_perm)
 
     def extra_repr(self) -> str:
-        return (f"dim={self.dim}, kind={self.kind!r}" + (f", seed={self.seed}" if self.kind == "random" else "")
-                + _channel_repr(self.channel_dim))
+        random = f", seed={self.seed}" + (f", copy={self.copy}" if self.copy is not None else "") \
+            + ("" if self.per_copy else ", per_copy=False")
+        return f"dim={self.dim}, kind={self.kind!r}" + (random if self.kind == "random" else "") + _channel_repr(self.channel_dim)
 
 
 class LULinear(nn.Module):

@@ -70,6 +70,11 @@ class Permute(Layer):
         """``perm``: output coordinate ``j`` is input coordinate ``perm[j]``."""
         return _permutation(self.kind, self.seed, event_shape[-1])
 
+    @property
+    def copy_index(self) -> Optional[int]:
+        """The copy of a ``Repeat`` this permutation is (:meth:`at_copy` with an int); ``None``: not a copy."""
+        return None
+
     def untransformed(self, coords, event_shape):
         return coords[self.permutation(event_shape)]
 
@@ -94,7 +99,11 @@ class _PermuteCopy(Permute):
     copies: int = 1
 
     def permutation(self, event_shape) -> np.ndarray:
-        return _permutation(self.kind, self.seed, event_shape[-1], int(self.index))
+        return _permutation(self.kind, self.seed, event_shape[-1], self.copy_index)
+
+    @property
+    def copy_index(self) -> int:
+        return int(self.index)
 
     def _rows(self, event_shape) -> tuple[jax.Array, jax.Array]:
         perms, inverses = _copy_tables(self.seed, event_shape[-1], self.copies)
