@@ -1,6 +1,7 @@
 """``python -m bench``: jaxflow against torchref and peer JAX implementations, interleaved in one process.
 
-Times ``log_prob``, ``sample`` and an Adam training step for jaxflow (``jax.jit``; the layer
+Times ``log_prob``, ``sample`` and an Adam training step of ``RealNVP`` (``--flow nsf``: of
+``NeuralSplineFlow``, of the same sizes) for jaxflow (``jax.jit``; the layer
 stack as ``lax.scan`` and unrolled), torchref (eager; ``torch.compile`` with ``--torch-compile``)
 and the peers of :mod:`bench.peers` (hand-written Flax + ``lax.scan``, distrax + Flax, flowjax;
 ``--no-peers`` skips them) on the same weights, dtype and batches, after asserting once that
@@ -14,6 +15,7 @@ Examples::
 
     python -m bench                                   # everything, on the default device
     python -m bench --configs small --no-sweep        # one configuration
+    python -m bench --flow nsf --configs medium --no-sweep --no-compile-times   # spline flows
     python -m bench --device gpu --dtype bfloat16 --torch-compile
     python -m bench --quick --out /tmp/bench          # seconds-long smoke run
     python -m bench --fit --configs small             # the train.fit loop vs its bare step vs torch (bench.fit)
@@ -52,6 +54,20 @@ CONFIGS = {
 }
 """The issue's configurations: spec and batch size."""
 
+FLOWS = {
+    "realnvp": lambda spec: spec,
+    "nsf": lambda spec: jaxflow.NeuralSplineFlow(spec.dim, num_layers=spec.num_flows, hidden_dim=spec.hidden_dim,
+                                                 num_hidden=spec.num_hidden, negative_slope=spec.negative_slope),
+}
+"""Flow families (``--flow``): a :data:`CONFIGS` spec -> the family's flow with the same ``D``,
+layers, ``H`` and ``num_hidden`` (a ``NeuralSplineFlow`` keeps its default ``K = 8`` bins on
+``[-3, 3]``)."""
+
+PERTURBATION = 0.02
+"""Standard deviation of the noise added to every initial parameter, so that identity-initialised
+layers (a spline flow's couplings and ``LULinear`` maps) are not the identity and the parity check
+sees more than the latent's density."""
+
 BASELINE = "torch eager"
 
 JAXFLOW = {"jaxflow scan": 1, "jaxflow unrolled": True}
@@ -71,6 +87,7 @@ def _csv(kind):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--flow", choices=list(FLOWS), default="realnvp", help="flow family (nsf: float32)")
     p.add_argument("--configs", type=_csv(str), default=list(CONFIGS), help="comma list of small,medium,large")
     p.add_argument("--ops", type=_csv(str), default=list(OPS), help="comma list of " + ",".join(OPS))
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
@@ -109,6 +126,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for op in args.ops + args.sweep_ops + args.compile_ops:
         if op not in OPS:
             p.error(f"--ops/--sweep-ops/--compile-ops: unknown operation {op!r}, choose from {list(OPS)}")
+    if args.flow != "realnvp" and (args.dtype != "float32" or args.fit or args.suite):
+        p.error(f"--flow {args.flow}: float32 only, and not with --fit or --suite (they time RealNVP)")
     if args.quick:
         args.configs, args.rounds, args.min_seconds = ["small"], 2, 0.0
         args.sweep_batches, args.sweep_ops, args.peak_sizes = [16, 64], ["log_prob"], [128]
@@ -125,11 +144,15 @@ def resolve_device(requested: str) -> str:
     return "gpu" if (requested == "gpu" or (requested == "auto" and has_gpu)) else "cpu"
 
 
-def make_problem(flow: jaxflow.RealNVP, batch: int, device: str, dtype: str, seed: int) -> Problem:
-    """Float32 weights from ``jaxflow.init`` and standard-normal data and latent batches."""
+def make_problem(flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow, batch: int, device: str, dtype: str,
+                 seed: int) -> Problem:
+    """Float32 weights from ``jaxflow.init`` plus ``N(0, PERTURBATION^2)`` noise, and
+    standard-normal data and latent batches."""
     rng = np.random.default_rng(seed)
     x, z = (rng.standard_normal((batch, flow.dim), dtype=np.float32) for _ in range(2))
-    params = jaxflow.init(flow, jax.random.key(seed), jnp.float32)
+    leaves, tree = jax.tree.flatten(jaxflow.init(flow, jax.random.key(seed), jnp.float32))
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    params = tree.unflatten([p + PERTURBATION * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)])
     return Problem(flow=flow, params=params, x=x, z=z, device=device, dtype=dtype)
 
 
@@ -141,6 +164,13 @@ def make_contenders(problem: Problem, with_torch_compile: bool, with_peers: bool
     if with_peers:
         contenders += peer_contenders(problem)
     return contenders
+
+
+def shape_of(flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow) -> dict:
+    """A row's ``shape``: the preset, ``D``, layers, ``H``, ``num_hidden`` (a spline's ``bins`` and ``bound``)."""
+    spline = {"bins": flow.bins, "bound": flow.bound} if isinstance(flow, jaxflow.NeuralSplineFlow) else {}
+    return {"flow": type(flow).__name__, "dim": flow.dim, "num_flows": flow.layers.n, "hidden_dim": flow.hidden_dim,
+            "num_hidden": flow.num_hidden} | spline
 
 
 def warm_up_and_check_parity(contenders: list[Contender], ops: list[str], dtype: str) -> dict:
@@ -195,7 +225,7 @@ def measure(config: str, problem: Problem, args: argparse.Namespace, ops: list[s
                          for ratio in ratios_per_round(samples[f"{c.library} matmul"], samples[c.name])]
             rows.append({
                 "config": config, "op": op, "implementation": c.name, "batch": problem.batch,
-                "shape": {k: getattr(problem.flow, k) for k in ("dim", "num_flows", "hidden_dim", "num_hidden")},
+                "shape": shape_of(problem.flow),
                 "seconds": seconds, "samples_seconds": samples[c.name],
                 "speedup_vs_eager": spread(ratios_per_round(samples[BASELINE], samples[c.name])),
                 "conditioner_flops": flops, "gflops": flops / seconds["median"] / 1e9,
@@ -235,9 +265,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     results = []
     for config in args.configs:
-        flow, batch = CONFIGS[config]
+        spec, batch = CONFIGS[config]
         batch = 64 if args.quick else batch
-        results += measure(config, make_problem(flow, batch, device, args.dtype, args.seed), args, args.ops, peak)
+        results += measure(config, make_problem(FLOWS[args.flow](spec), batch, device, args.dtype, args.seed), args, args.ops, peak)
         print(format_results([r for r in results if r["config"] == config]), flush=True)
 
     if results:
@@ -248,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     sweep = []
     if not args.no_sweep:
-        flow, _ = CONFIGS[args.sweep_config]
+        flow = FLOWS[args.flow](CONFIGS[args.sweep_config][0])
         for batch in args.sweep_batches:
             problem = make_problem(flow, batch, device, args.dtype, args.seed)
             sweep += measure(f"sweep {args.sweep_config}", problem, args, args.sweep_ops, peak)
@@ -256,14 +286,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     compile_times = []
     if not args.no_compile_times:
-        flow, _ = CONFIGS[args.compile_config]
+        flow = FLOWS[args.flow](CONFIGS[args.compile_config][0])
         compile_times = compile_seconds(flow, args.compile_depths, args.compile_ops, batch=256, device=device)
         print(f"\n{args.compile_config} (D={flow.dim} H={flow.hidden_dim}, batch 256), "
               + format_compile_times(compile_times))
 
     record = {
         "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
-        "started": start.isoformat(timespec="seconds"),
+        "flow": args.flow, "started": start.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "environment": env,
         "method": {"rounds": args.rounds, "min_seconds_per_sample": args.min_seconds, "baseline": BASELINE,
                    "statistic": "median over interleaved rounds, [min-max]; speed-ups per round",
@@ -274,7 +304,8 @@ def main(argv: list[str] | None = None) -> dict:
         "compile_times": compile_times,
         "compile_config": args.compile_config, "load_average_at_end": os.getloadavg(),
     }
-    stem = args.out / result_stem(env, start.strftime("%Y-%m-%dT%H%MZ"))
+    stem = args.out / (result_stem(env, start.strftime("%Y-%m-%dT%H%MZ"))
+                       + ("" if args.flow == "realnvp" else f"_{args.flow}"))
     write_json(record, stem.with_suffix(".json"))
     if sweep:
         plot_sweep(sweep, f"{args.sweep_config} config: throughput vs batch size ({env['device_name']}, "

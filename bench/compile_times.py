@@ -15,10 +15,13 @@ import jax.numpy as jnp
 import jaxflow
 from bench.contenders import adam_train_step
 
-__all__ = ["compile_seconds"]
+__all__ = ["DEPTH_FIELD", "compile_seconds"]
+
+DEPTH_FIELD = {jaxflow.RealNVP: "num_flows", jaxflow.NeuralSplineFlow: "num_layers"}
+"""Each preset's field for its number of coupling layers."""
 
 
-def compile_seconds(flow: jaxflow.RealNVP, depths: list[int], ops: list[str], batch: int,
+def compile_seconds(flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow, depths: list[int], ops: list[str], batch: int,
                     device: str) -> list[dict]:
     """``[{"num_flows", "scan_unroll", "op", "seconds"}, ...]`` for every depth, both stack forms and
     each of ``ops`` (``"log_prob"``, ``"sample"``, ``"train_step"``)."""
@@ -26,7 +29,7 @@ def compile_seconds(flow: jaxflow.RealNVP, depths: list[int], ops: list[str], ba
     rows = []
     for depth in depths:
         for unroll in (1, True):
-            spec = dataclasses.replace(flow, num_flows=depth, scan_unroll=unroll)
+            spec = dataclasses.replace(flow, **{DEPTH_FIELD[type(flow)]: depth}, scan_unroll=unroll)
             params = jax.device_put(jaxflow.init(spec, jax.random.key(0), jnp.float32), dev)
             x = jax.device_put(jnp.zeros((batch, spec.dim), jnp.float32), dev)
             step, optimizer = adam_train_step(spec)

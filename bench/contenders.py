@@ -46,7 +46,7 @@ LEARNING_RATE = 1e-4
 class Problem:
     """One benchmark problem: the flow spec, one batch of data and one of latents, and the device."""
 
-    flow: jaxflow.RealNVP
+    flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow
     params: dict  # float32 jaxflow parameters, shared by every contender
     x: np.ndarray  # (batch, dim) float32 data
     z: np.ndarray  # (batch, dim) float32 latents
@@ -130,8 +130,10 @@ def jax_contender(problem: Problem, name: str, log_prob: Callable, sample: Calla
 
 
 def jaxflow_contender(problem: Problem, name: str, scan_unroll: int | bool) -> Contender:
-    """jaxflow (``log_prob`` and ``g``) on ``problem.params``, through :func:`jax_contender`."""
-    flow = dataclasses.replace(problem.flow, scan_unroll=scan_unroll, compute_dtype=problem.compute_dtype)
+    """jaxflow (``log_prob`` and ``g``) on ``problem.params``, through :func:`jax_contender`
+    (a ``NeuralSplineFlow`` has no ``compute_dtype``: float32 only)."""
+    bfloat16 = {"compute_dtype": problem.compute_dtype} if problem.compute_dtype else {}
+    flow = dataclasses.replace(problem.flow, scan_unroll=scan_unroll, **bfloat16)
     return jax_contender(problem, name, lambda params, x: jaxflow.log_prob(flow, params, x),
                          lambda params, z: jaxflow.g(flow, params, z), problem.params)
 

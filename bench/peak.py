@@ -6,11 +6,15 @@ batch ``B`` through ``L`` layers costs
 .. math::
 
     2 B L \\sum_k \\mathrm{in}_k \\mathrm{out}_k, \\qquad
-    \\sum_k \\mathrm{in}_k \\mathrm{out}_k = (D - d) H + n H^2 + 2 d H
+    \\sum_k \\mathrm{in}_k \\mathrm{out}_k = c H + n H^2 + H P d
 
-(input layer, ``n`` hidden layers, output layer). ``log_prob`` and ``sample`` are one forward pass
-each; a training step is counted as three (forward, and the two backward products per layer,
-with respect to inputs and to weights), the usual arithmetic floor.
+(input layer, ``n`` hidden layers, output layer; ``c`` conditioning coordinates, ``d``
+transformed ones and ``P`` numbers per transformed coordinate: ``c = D - d``, ``P = 2`` for the
+affine ``RealNVP``; ``c = d = D / 2`` for even ``D`` and ``P = 3 K - 1`` for a ``NeuralSplineFlow``
+of ``K`` bins, whose spline arithmetic and ``D x D`` ``LULinear`` maps are not counted).
+``log_prob`` and ``sample`` are one forward pass each; a training step is counted as three
+(forward, and the two backward products per layer, with respect to inputs and to weights), the
+usual arithmetic floor.
 
 The peak is the best median over a few sizes, measured once at the start; as a shared machine's
 speed drifts, the benchmark also times that best matmul inside every round of every problem and
@@ -35,11 +39,11 @@ __all__ = ["FORWARD_PASSES", "conditioner_flops", "matmul_calls", "matmul_peak"]
 FORWARD_PASSES = {"log_prob": 1, "sample": 1, "train_step": 3}
 
 
-def conditioner_flops(flow: jaxflow.RealNVP, batch: int, op: str) -> int:
+def conditioner_flops(flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow, batch: int, op: str) -> int:
     """Matmul FLOPs of the conditioners in one call of ``op`` on a batch of ``batch`` events."""
-    d, c, h = flow.split_dim, flow.condition_dim, flow.hidden_dim
-    macs_per_event = c * h + flow.num_hidden * h * h + h * 2 * d
-    return 2 * batch * flow.num_flows * macs_per_event * FORWARD_PASSES[op]
+    c, out, h = *flow.coupling.sizes(flow.event_shape, flow.context_dim), flow.hidden_dim
+    macs_per_event = c * h + flow.num_hidden * h * h + h * out
+    return 2 * batch * flow.layers.n * macs_per_event * FORWARD_PASSES[op]
 
 
 def matmul_calls(n: int, device: str, dtype: str) -> dict[str, Callable[[], object]]:

@@ -3,7 +3,9 @@
 * ``flax+scan (minimal)``: a hand-written Flax MLP and a ``jax.lax.scan`` over the layer stack;
 * ``distrax+flax``: distrax's ``SplitCoupling`` / ``ScalarAffine`` / ``Chain`` / ``Transformed``
   around the same Flax MLP;
-* ``flowjax``: ``flowjax.flows.coupling_flow`` with an affine transformer (optional dependency).
+* ``flowjax``: ``flowjax.flows.coupling_flow`` with an affine transformer, or for a
+  ``NeuralSplineFlow`` a rational-quadratic spline one (optional dependency); the only peer of
+  the spline flow (:data:`PEERS_OF`).
 
 The first two run on jaxflow's parameters (``jaxflow.init``, stacked on a leading layer axis) and
 compute jaxflow's function, so the bench compares their outputs with torch eager's. They share
@@ -38,7 +40,7 @@ import jax.numpy as jnp
 import jaxflow
 from bench.contenders import Contender, Problem, jax_contender
 
-__all__ = ["PEERS", "MLP", "minimal_contender", "distrax_contender", "flowjax_contender", "skipped",
+__all__ = ["PEERS", "PEERS_OF", "MLP", "minimal_contender", "distrax_contender", "flowjax_contender", "skipped",
            "peer_contenders"]
 
 
@@ -154,9 +156,10 @@ def _distrax_flow(flow: jaxflow.RealNVP, dtype, params) -> distrax.Transformed:
 
 
 def flowjax_contender(problem: Problem, seed: int = 0) -> Contender:
-    """``flowjax``: ``coupling_flow(invert=True)`` with an ``Affine`` transformer (softplus scale),
-    ``L`` layers, conditioner ``eqx.nn.MLP(width=H, depth=num_hidden + 1)`` -- ``num_hidden + 2``
-    Linear layers, ``D // 2 -> H -> ... -> H -> 2 (D - D // 2)`` -- and leaky_relu; its own weights.
+    """``flowjax``: ``coupling_flow(invert=True)`` with :func:`_flowjax_transformer`, ``L``
+    layers, conditioner ``eqx.nn.MLP(width=H, depth=num_hidden + 1)`` -- ``num_hidden + 2`` Linear
+    layers, ``D // 2 -> H -> ... -> H -> P (D - D // 2)`` -- and leaky_relu; its own weights and
+    random permutations between layers (no ``LULinear``, unlike jaxflow's spline flow).
 
     The latent is flowjax's ``StandardNormal`` (no trainable parameters, like the other
     contenders'). Trainable leaves are ``eqx.partition(..., eqx.is_inexact_array)`` and the model
@@ -166,14 +169,13 @@ def flowjax_contender(problem: Problem, seed: int = 0) -> Contender:
     """
     import equinox as eqx
     import paramax
-    from flowjax.bijections import Affine
     from flowjax.distributions import StandardNormal
     from flowjax.flows import coupling_flow
 
     flow = problem.flow
-    _require_exp_scale(flow)
-    model = coupling_flow(jax.random.key(seed), base_dist=StandardNormal((flow.dim,)), transformer=Affine(),
-                          flow_layers=flow.num_flows, nn_width=flow.hidden_dim, nn_depth=flow.num_hidden + 1,
+    model = coupling_flow(jax.random.key(seed), base_dist=StandardNormal((flow.dim,)),
+                          transformer=_flowjax_transformer(flow), flow_layers=flow.layers.n,
+                          nn_width=flow.hidden_dim, nn_depth=flow.num_hidden + 1,
                           nn_activation=functools.partial(jax.nn.leaky_relu, negative_slope=flow.negative_slope),
                           invert=True)
     params, static = eqx.partition(model, eqx.is_inexact_array,
@@ -187,8 +189,25 @@ def flowjax_contender(problem: Problem, seed: int = 0) -> Contender:
                          value_matched=False)
 
 
+def _flowjax_transformer(flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow):
+    """flowjax's transformer for ``flow``'s couplings: ``Affine()`` (``P = 2``) for the article's
+    exp-scale ``RealNVP``; for a ``NeuralSplineFlow`` of ``K`` bins on ``[-B, B]``,
+    ``RationalQuadraticSpline(knots=K - 1, interval=B)``: ``K - 1`` interior knots make the same
+    ``K`` bins, and with its two boundary derivatives ``P = 3 K + 1`` against jaxflow's
+    ``3 K - 1`` (identity-slope boundaries)."""
+    from flowjax.bijections import Affine, RationalQuadraticSpline
+
+    if isinstance(flow, jaxflow.NeuralSplineFlow):
+        return RationalQuadraticSpline(knots=flow.bins - 1, interval=flow.bound)
+    _require_exp_scale(flow)
+    return Affine()
+
+
 PEERS = {"flax+scan (minimal)": minimal_contender, "distrax+flax": distrax_contender, "flowjax": flowjax_contender}
 """Every peer by name: ``problem -> Contender``."""
+
+PEERS_OF = {jaxflow.RealNVP: tuple(PEERS), jaxflow.NeuralSplineFlow: ("flowjax",)}
+"""The peers that implement each flow family."""
 
 
 @functools.cache
@@ -210,6 +229,7 @@ def skipped(dtype: str) -> dict[str, str]:
 
 
 def peer_contenders(problem: Problem) -> list[Contender]:
-    """The peers of :data:`PEERS` that can run on ``problem`` (see :func:`skipped`)."""
+    """The peers of :data:`PEERS` that implement ``problem``'s flow (:data:`PEERS_OF`) and can run
+    on it (see :func:`skipped`)."""
     skip = skipped(problem.dtype)
-    return [make(problem) for name, make in PEERS.items() if name not in skip]
+    return [PEERS[name](problem) for name in PEERS_OF[type(problem.flow)] if name not in skip]

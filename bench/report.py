@@ -95,8 +95,10 @@ def format_results(rows: list[dict]) -> str:
         if key != problem:
             problem = key
             shape = row["shape"]
-            lines += ["", f"{row['config']}: D={shape['dim']} L={shape['num_flows']} H={shape['hidden_dim']} "
-                          f"num_hidden={shape['num_hidden']} batch={row['batch']}", header]
+            spline = f" K={shape['bins']} B={shape['bound']}" if "bins" in shape else ""
+            lines += ["", f"{row['config']} {shape['flow']}: D={shape['dim']} L={shape['num_flows']} "
+                          f"H={shape['hidden_dim']} num_hidden={shape['num_hidden']}{spline} batch={row['batch']}",
+                      header]
         lines.append(f"{row['op']:<11} {_label(row):<20} {_stats(row['seconds'], 1e3):<26} "
                      f"{_stats(row['speedup_vs_eager']):<22} {row['gflops']:>8.1f} "
                      f"{100 * row['fraction_of_peak']:>5.0f}% {row['warmup_seconds']:>9.2f}")

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import jaxflow
-from bench.__main__ import warm_up_and_check_parity
-from bench.contenders import OPS, Contender, Problem, jaxflow_contender
+from bench.__main__ import BASELINE, FLOWS, make_problem, warm_up_and_check_parity
+from bench.contenders import OPS, Contender, Problem, jaxflow_contender, torch_contender
 from bench.harness import interleaved_rounds, ratios_per_round, spread
 from bench.peak import conditioner_flops
 from bench import peers
@@ -68,10 +68,12 @@ def test_quick_run_records_method_environment_and_extras(quick_run):
     assert list(out.glob("*.png"))
 
 
-def test_conditioner_flops_counts_every_kernel_once_per_event():
-    flow = jaxflow.RealNVP(dim=5, num_flows=3, hidden_dim=16, num_hidden=2)
+@pytest.mark.parametrize("flow", [jaxflow.RealNVP(dim=5, num_flows=3, hidden_dim=16, num_hidden=2),
+                                  jaxflow.NeuralSplineFlow(dim=5, num_layers=3, bins=4, hidden_dim=16, num_hidden=2)])
+def test_conditioner_flops_counts_every_kernel_once_per_event(flow):
     params = jaxflow.init(flow, jax.random.key(0), jnp.float32)
-    macs = sum(p["kernel"].size for p in params["conditioner"].values())  # all layers' in*out
+    macs = sum(leaf.size for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+               if path[-1].key == "kernel")  # all conditioner layers' in*out, all layers
     assert conditioner_flops(flow, 7, "log_prob") == 2 * 7 * macs
     assert conditioner_flops(flow, 7, "train_step") == 3 * 2 * 7 * macs
 
@@ -128,6 +130,19 @@ def test_parity_check_fails_a_wrong_value_matched_contender_and_skips_unmatched_
     assert report["log_prob"]["own"]["max_abs_diff"] is None
     with pytest.raises(AssertionError, match="parity failed for log_prob of wrong"):
         warm_up_and_check_parity([eager, Contender("wrong", "jax", constant(1.0))], ["log_prob"], "float32")
+
+
+def test_spline_flow_problem_is_not_the_identity_and_its_twin_agrees():
+    """``--flow nsf``: the perturbed spline flow differs from its latent and its torch twin agrees on
+    ``log_prob`` (the bench's own parity check)."""
+    problem = make_problem(FLOWS["nsf"](jaxflow.RealNVP(dim=4, num_flows=2, hidden_dim=8, num_hidden=1)),
+                           batch=5, device="cpu", dtype="float32", seed=0)
+    jaxflow_scan = jaxflow_contender(problem, "jaxflow scan", 1)
+    report = warm_up_and_check_parity([jaxflow_scan, torch_contender(problem, BASELINE, compile=False)],
+                                      ["log_prob"], "float32")
+    assert report["log_prob"]["jaxflow scan"]["max_abs_diff"] < 1e-4
+    latent = -0.5 * np.sum(problem.x**2, -1) - 2 * np.log(2 * np.pi)
+    assert np.max(np.abs(jaxflow_scan.calls["log_prob"]() - latent)) > 1e-2
 
 
 def test_peers_skip_flowjax_when_it_cannot_be_imported_or_run_in_bfloat16(monkeypatch):
