@@ -168,7 +168,7 @@ class MultiScaleRealNVP(FlowSpec):
         if isinstance(self.event_shape, (list, tuple)):
             object.__setattr__(self, "event_shape", tuple(self.event_shape))
         if not isinstance(self.event_shape, tuple) or len(self.event_shape) != 3:
-            raise ValueError(f"MultiScaleRealNVP: event_shape must be a tuple (H, W, C), got {self.event_shape!r}")
+            raise ValueError(f"MultiScaleRealNVP: event_shape must be (H, W, C), a tuple, got {self.event_shape!r}")
         require_int("MultiScaleRealNVP", "num_scales", self.num_scales, 1, 16)
         require_int("MultiScaleRealNVP", "couplings_per_scale", self.couplings_per_scale, 1, 2**10)
         if not isinstance(self.actnorm, bool):

@@ -73,7 +73,7 @@ def _flow():
     (lambda: jf.sample(_flow(), jf.init(_flow(), jax.random.key(0)), 100),
      r"sample\(flow, params, key, num_samples\): key must be a JAX PRNG key .* got int 100"),
     (lambda: jf.Flow(event_shape=2, layers=jf.AffineCoupling()), r"event_shape must be a tuple of ints such as \(2,\), got 2"),
-    (lambda: jf.MultiScaleRealNVP(event_shape=28), r"event_shape must be a tuple \(H, W, C\), got 28"),
+    (lambda: jf.MultiScaleRealNVP(event_shape=28), r"event_shape must be \(H, W, C\), a tuple, got 28"),
 ])
 def test_common_slips_are_one_line_errors(call, message):
     with pytest.raises((TypeError, ValueError), match=message) as info:
