@@ -17,3 +17,16 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+
+#: the slowest test files (measured in a fresh-clone run), scheduled first: the two xdist workers
+#: (``-n 2 --dist loadfile``) then end on short files instead of one waiting for the other
+SLOWEST_FIRST = ("tests/test_bench.py", "parity_tests/test_composed.py", "tests/test_cli.py",
+                 "tests/test_library_hardening.py", "parity_tests/test_parity.py", "tests/test_layers.py",
+                 "parity_tests/test_image_parity.py", "parity_tests/test_training.py", "tests/test_spline.py",
+                 "tests/test_hostile.py", "tests/test_multi_device.py", "tests/test_user_paths.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {path: i for i, path in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(SLOWEST_FIRST)))  # stable: the rest in order
