@@ -258,7 +258,7 @@ class Repeat(_Composite):
     _outer = (0, 1)
 
     def at_copy(self, index, copies):
-        if self.layer.at_copy(0, copies * self.n) is self.layer:
+        if not self._varies:
             return self
         inner = dataclasses.replace(self)
         object.__setattr__(inner, "_outer", (index, copies))
