@@ -55,7 +55,7 @@ from jaxflow.presets import RealNVP
 from jaxflow.train import TrainConfig, TrainState, data_mesh, init_state
 
 __all__ = ["CheckpointError", "Checkpoint", "FORMAT", "VERSION", "METADATA", "exists", "is_payload", "save",
-           "read_metadata", "load"]
+           "flow_from_json", "read_metadata", "load"]
 
 FORMAT = "jaxflow-checkpoint"
 VERSION = 2
@@ -215,17 +215,26 @@ def read_metadata(run_dir: str) -> dict:
     return meta
 
 
-def _spec(meta: dict, path: str) -> FlowSpec:
+def flow_from_json(value, path: str, what: str = "checkpoint") -> FlowSpec:
+    """The flow spec of a JSON spec read from ``path`` (every layer kind imported first, so a fresh
+    process knows them all); a one-line :class:`CheckpointError` naming ``what`` otherwise."""
     layers.import_all()
     try:
-        if meta["version"] == 1:
-            return RealNVP(**meta["spec"])
-        flow = spec_from_json(meta["spec"])
+        flow = spec_from_json(value)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise CheckpointError(f"{path}: invalid spec in {what}: {str(err).splitlines()[0]}") from None
+    if not isinstance(flow, FlowSpec):
+        raise CheckpointError(f"{path}: invalid spec in {what}: a {type(flow).__name__}, not a flow")
+    return flow
+
+
+def _spec(meta: dict, path: str) -> FlowSpec:
+    if meta["version"] != 1:
+        return flow_from_json(meta["spec"], path)
+    try:
+        return RealNVP(**meta["spec"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: invalid spec in checkpoint: {err}") from None
-    if not isinstance(flow, FlowSpec):
-        raise CheckpointError(f"{path}: invalid spec in checkpoint: a {type(flow).__name__}, not a flow")
-    return flow
 
 
 def _config(meta: dict, path: str) -> TrainConfig:

@@ -23,10 +23,9 @@ import json
 import jax
 import jax.numpy as jnp
 
-from jaxflow import layers
-from jaxflow.checkpoint import CheckpointError, DTYPES, _check_like, params_dtype_name
+from jaxflow.checkpoint import DTYPES, CheckpointError, _check_like, flow_from_json, params_dtype_name
 from jaxflow.core.init import check_params, init
-from jaxflow.core.serialize import spec_from_json, spec_to_json
+from jaxflow.core.serialize import spec_to_json
 from jaxflow.core.spec import FlowSpec
 from jaxflow.core.validation import check_flow
 from jaxflow.io import atomic_write, read_regular
@@ -78,13 +77,11 @@ def load(path: str) -> tuple[FlowSpec, dict]:
         raise CheckpointError(f"{path}: corrupt model file (spec, dtype or params missing or of the wrong type)")
     if record.get("sha256") != _digest(spec_text, dtype, payload):
         raise CheckpointError(f"{path}: model file fails its SHA-256 check (tampered or corrupt)")
-    layers.import_all()
     try:
-        flow = spec_from_json(json.loads(spec_text))
-    except (TypeError, ValueError, RecursionError) as err:
+        spec = json.loads(spec_text)
+    except (ValueError, RecursionError) as err:
         raise CheckpointError(f"{path}: invalid spec in model file: {str(err).splitlines()[0]}") from None
-    if not isinstance(flow, FlowSpec):
-        raise CheckpointError(f"{path}: invalid spec in model file: a {type(flow).__name__}, not a flow")
+    flow = flow_from_json(spec, path, "model file")
     template = jax.eval_shape(lambda: init(flow, jax.random.key(0), jnp.dtype(dtype)))
     try:
         params = serialization.from_state_dict(template, serialization.msgpack_restore(payload))
