@@ -14,8 +14,8 @@
 
 Layout: :mod:`jaxflow.core` (the layer protocol, ``Chain``/``Repeat``, flow specs, ``f``/``g``/
 ``log_prob``, init, validation), :mod:`jaxflow.layers` (couplings, transforms (affine, rational-quadratic spline), masks, scale maps,
-permutations, ActNorm, affine, LU), :mod:`jaxflow.nets` (conditioners: MLP, ResNet, your own Flax module), :mod:`jaxflow.presets`
-(``RealNVP``, ``MultiScaleRealNVP``, ``NeuralSplineFlow``), :mod:`jaxflow.interop` (distrax, imported on first use of ``as_distribution``,
+permutations, ActNorm, affine, LU, masked autoregressive, Invert), :mod:`jaxflow.nets` (conditioners: MLP, MADE, ResNet, your own Flax module), :mod:`jaxflow.presets`
+(``RealNVP``, ``MultiScaleRealNVP``, ``NeuralSplineFlow``, ``MAF``), :mod:`jaxflow.interop` (distrax, imported on first use of ``as_distribution``,
 ``as_bijector`` or ``FlowBijector``); the application (``train``, ``data``, ``checkpoint``,
 ``cli``, ``plotting``) builds on them.
 """
@@ -38,10 +38,10 @@ _HOMES = {
     **dict.fromkeys(("Flow", "FlowSpec"), "jaxflow.core.spec"),
     **dict.fromkeys(("MASKS", "IMAGE_MASKS", "SCALES", "ActNorm", "Affine", "AffineCoupling", "Coupling",
                      "AffineTransform", "RQSpline", "LULinear", "Logit", "Permute", "Squeeze", "Unsqueeze",
-                     "FactorOut"), "jaxflow.layers"),
-    **dict.fromkeys(("MLP", "ResNet", "FlaxConditioner"), "jaxflow.nets"),
+                     "FactorOut", "MaskedAutoregressive", "Invert"), "jaxflow.layers"),
+    **dict.fromkeys(("MLP", "MADE", "ResNet", "FlaxConditioner"), "jaxflow.nets"),
     "register": "jaxflow.core.serialize",
-    **dict.fromkeys(("RealNVP", "MultiScaleRealNVP", "NeuralSplineFlow"), "jaxflow.presets"),
+    **dict.fromkeys(("RealNVP", "MultiScaleRealNVP", "NeuralSplineFlow", "MAF"), "jaxflow.presets"),
     **dict.fromkeys(("FlowBijector", "as_bijector", "as_distribution"), "jaxflow.interop.distrax_adapter"),
 }
 
@@ -59,16 +59,17 @@ if TYPE_CHECKING:  # pragma: no cover  (static analysers see the lazy names)
     from jaxflow.interop.distrax_adapter import FlowBijector, as_bijector, as_distribution  # noqa: F401
     from jaxflow.core.serialize import register  # noqa: F401
     from jaxflow.layers import (  # noqa: F401
-        IMAGE_MASKS, MASKS, SCALES, ActNorm, Affine, AffineCoupling, AffineTransform, Coupling, FactorOut, LULinear,
-        Logit, Permute, RQSpline, Squeeze, Unsqueeze,
+        IMAGE_MASKS, MASKS, SCALES, ActNorm, Affine, AffineCoupling, AffineTransform, Coupling, FactorOut, Invert,
+        LULinear, Logit, MaskedAutoregressive, Permute, RQSpline, Squeeze, Unsqueeze,
     )
-    from jaxflow.nets import MLP, FlaxConditioner, ResNet  # noqa: F401
-    from jaxflow.presets import MultiScaleRealNVP, NeuralSplineFlow, RealNVP  # noqa: F401
+    from jaxflow.nets import MADE, MLP, FlaxConditioner, ResNet  # noqa: F401
+    from jaxflow.presets import MAF, MultiScaleRealNVP, NeuralSplineFlow, RealNVP  # noqa: F401
 
 __all__ = [
     "RealNVP",
     "MultiScaleRealNVP",
     "NeuralSplineFlow",
+    "MAF",
     "Flow",
     "FlowSpec",
     "Layer",
@@ -86,7 +87,10 @@ __all__ = [
     "Squeeze",
     "Unsqueeze",
     "FactorOut",
+    "MaskedAutoregressive",
+    "Invert",
     "MLP",
+    "MADE",
     "ResNet",
     "FlaxConditioner",
     "register",

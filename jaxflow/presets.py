@@ -1,6 +1,6 @@
 """Presets: named flows built from the layers. :class:`RealNVP` is the article's model;
 :class:`MultiScaleRealNVP` the RealNVP paper's image architecture; :class:`NeuralSplineFlow` the
-NSF paper's coupling flow."""
+NSF paper's coupling (or autoregressive) flow; :class:`MAF` the masked autoregressive flow."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Optional
 
 from jaxflow.core.layer import Chain, Layer, Repeat, require_int
 from jaxflow.core.spec import FlowSpec
+from jaxflow.layers.autoregressive import MaskedAutoregressive
 from jaxflow.layers.coupling import AffineCoupling, Coupling
 from jaxflow.layers.elementwise import ActNorm
 from jaxflow.layers.factor_out import FactorOut
@@ -16,11 +17,12 @@ from jaxflow.layers.lu import LULinear
 from jaxflow.layers.permute import Permute
 from jaxflow.layers.scales import SCALES
 from jaxflow.layers.squeeze import Squeeze, Unsqueeze
-from jaxflow.layers.transforms import RQSpline
+from jaxflow.layers.transforms import AffineTransform, RQSpline, Transform
+from jaxflow.nets.made import MADE
 from jaxflow.nets.mlp import MLP
 from jaxflow.nets.resnet import ResNet
 
-__all__ = ["RealNVP", "MultiScaleRealNVP", "NeuralSplineFlow"]
+__all__ = ["RealNVP", "MultiScaleRealNVP", "NeuralSplineFlow", "MAF"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +213,8 @@ class MultiScaleRealNVP(FlowSpec):
 
 @dataclasses.dataclass(frozen=True)
 class NeuralSplineFlow(FlowSpec):
-    """A rational-quadratic neural spline flow on ``R^dim`` (Durkan et al. 2019, coupling form).
+    """A rational-quadratic neural spline flow on ``R^dim`` (Durkan et al. 2019): RQ-NSF (C), or
+    RQ-NSF (AR) with ``autoregressive=True``.
 
     ``num_layers`` steps, each (``layers[0]`` first in ``f``)::
 
@@ -221,7 +224,10 @@ class NeuralSplineFlow(FlowSpec):
 
     each spline transforming the even coordinates ``0, 2, ...`` on ``[-bound, bound]`` with
     ``bins`` bins and identity tails, conditioned on the odd ones (and the context ``c``; the
-    conditioner emits ``3 bins - 1`` numbers per transformed coordinate). Every coupling starts as
+    conditioner emits ``3 bins - 1`` numbers per transformed coordinate). With ``autoregressive``
+    the coupling is ``MaskedAutoregressive(RQSpline(bins, bound), MADE(hidden_dim, num_hidden))``:
+    every coordinate's spline conditioned on the coordinates before it (:class:`~jaxflow.MaskedAutoregressive`;
+    ``g``, sampling, takes ``dim`` sequential passes). Every coupling starts as
     the identity (``identity_init``) and every ``LULinear`` as ``I``, so the density starts as the
     latent's up to the reversals. Runs as one ``Repeat`` (``lax.scan``) of the step, unrolled by
     ``scan_unroll``; parameters ``[{"conditioner": ...}, {}, {"lower", "upper", "log_diag"}]``
@@ -236,6 +242,7 @@ class NeuralSplineFlow(FlowSpec):
       negative_slope: leaky_relu's slope in the conditioner.
       scan_unroll: ``unroll`` of the scan over layers (``True``: all).
       context_dim: size of the context of a conditional density ``p(x | c)``; ``0``: unconditional.
+      autoregressive: RQ-NSF (AR), a masked autoregressive spline in place of each coupling.
 
     References:
       Durkan, Bekasov, Murray, Papamakarios. Neural Spline Flows. NeurIPS 2019.
@@ -250,12 +257,15 @@ class NeuralSplineFlow(FlowSpec):
     negative_slope: float = 0.01
     scan_unroll: int | bool = 1
     context_dim: int = 0
+    autoregressive: bool = False
 
     context_affine = None
 
     def __post_init__(self):
         require_int("NeuralSplineFlow", "dim", self.dim, 2)
         require_int("NeuralSplineFlow", "num_layers", self.num_layers, 1, 2**16)
+        if not isinstance(self.autoregressive, bool):
+            raise TypeError(f"NeuralSplineFlow: autoregressive must be a bool, got {self.autoregressive!r}")
         if isinstance(self.scan_unroll, bool):  # normalised to an int, as RealNVP's
             object.__setattr__(self, "scan_unroll", self.num_layers if self.scan_unroll else 1)
         require_int("NeuralSplineFlow", "scan_unroll", self.scan_unroll, 1)
@@ -270,11 +280,96 @@ class NeuralSplineFlow(FlowSpec):
         return (self.dim,)
 
     @property
-    def coupling(self) -> Coupling:
-        """One of the ``num_layers`` identical spline coupling specs."""
-        conditioner = MLP(self.hidden_dim, self.num_hidden, self.negative_slope)
-        return Coupling("alternate", conditioner, RQSpline(self.bins, self.bound), identity_init=True)
+    def coupling(self) -> Coupling | MaskedAutoregressive:
+        """One of the ``num_layers`` identical spline coupling (or autoregressive) specs."""
+        spline = RQSpline(self.bins, self.bound)
+        if self.autoregressive:
+            return MaskedAutoregressive(spline, MADE(self.hidden_dim, self.num_hidden,
+                                                     negative_slope=self.negative_slope))
+        return Coupling("alternate", MLP(self.hidden_dim, self.num_hidden, self.negative_slope), spline,
+                        identity_init=True)
 
     @property
     def layers(self) -> Repeat:
         return Repeat(Chain(self.coupling, Permute("reverse"), LULinear()), self.num_layers, unroll=self.scan_unroll)
+
+
+@dataclasses.dataclass(frozen=True)
+class MAF(FlowSpec):
+    """The masked autoregressive flow on ``R^dim`` (Papamakarios et al. 2017).
+
+    ``num_layers`` steps, each (``layers[0]`` first in ``f``)::
+
+        MaskedAutoregressive(transform, MADE(hidden_dim, num_hidden))    # natural order
+        Permute("reverse")                                               # the next layer's order reversed
+
+    so layer ``k`` is autoregressive in the natural order for even ``k`` and in the reversed one
+    for odd ``k``, as the MAF paper's (and nflows' ``MaskedAutoregressiveFlow``, flowjax's
+    ``masked_autoregressive_flow``). The reversal is a permutation between identical layers, not
+    a reversed ``MADE(order=...)``: the steps stay identical specs, so they run as one ``Repeat``
+    (``lax.scan``, compile time flat in ``num_layers``) and the masks stay one constant.
+    With the affine ``transform`` (default ``AffineTransform("tanh", 5.0)``: the MAF paper's
+    :math:`z_j = (x_j - \mu_j) e^{-\alpha_j}`, up to the sign of the learned log-scale, with
+    its magnitude soft-clamped to 5 as the command line's default) the density is
+
+    .. math::
+
+        \log p(x \mid c) = \log \mathcal N(f(x; c); 0, I)
+        + \sum_{k=1}^{L} \sum_{j=1}^{D} h(s^{(k)}_j),
+
+    every ``s`` computed in one pass per layer; sampling takes ``dim`` passes per layer
+    (:class:`~jaxflow.Invert` the layers for an IAF, fast to sample). Every layer starts as the
+    identity (``identity_init``), so the density starts as the latent's.
+    Parameters ``[{"conditioner": ...}, {}]`` stacked on a leading layer axis.
+
+    Args:
+      dim: data dimension ``D >= 2``.
+      num_layers: ``L``, masked autoregressive layers.
+      hidden_dim, num_hidden: each MADE's width and hidden ``H -> H`` layers after its input
+        layer (default 1: the MAF paper's two hidden layers).
+      negative_slope: leaky_relu's slope in the MADE.
+      transform: the elementwise transform (:class:`~jaxflow.AffineTransform` or
+        :class:`~jaxflow.RQSpline`).
+      scan_unroll: ``unroll`` of the scan over layers (``True``: all).
+      context_dim: size of the context of a conditional density ``p(x | c)``; ``0``: unconditional.
+
+    References:
+      Papamakarios, Pavlakou, Murray. Masked Autoregressive Flow for Density Estimation. NeurIPS 2017.
+    """
+
+    dim: int
+    num_layers: int = 5
+    hidden_dim: int = 64
+    num_hidden: int = 1
+    negative_slope: float = 0.01
+    transform: Transform = AffineTransform("tanh", 5.0)
+    scan_unroll: int | bool = 1
+    context_dim: int = 0
+
+    context_affine = None
+
+    def __post_init__(self):
+        require_int("MAF", "dim", self.dim, 2)
+        require_int("MAF", "num_layers", self.num_layers, 1, 2**16)
+        if isinstance(self.scan_unroll, bool):  # normalised to an int, as RealNVP's
+            object.__setattr__(self, "scan_unroll", self.num_layers if self.scan_unroll else 1)
+        require_int("MAF", "scan_unroll", self.scan_unroll, 1)
+        try:
+            self.layers
+            self._check()
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"MAF: {str(err).split(': ', 1)[-1]}") from None
+
+    @property
+    def event_shape(self) -> tuple[int]:
+        return (self.dim,)
+
+    @property
+    def autoregressive_layer(self) -> MaskedAutoregressive:
+        """One of the ``num_layers`` identical masked autoregressive specs."""
+        return MaskedAutoregressive(self.transform, MADE(self.hidden_dim, self.num_hidden,
+                                                         negative_slope=self.negative_slope))
+
+    @property
+    def layers(self) -> Repeat:
+        return Repeat(Chain(self.autoregressive_layer, Permute("reverse")), self.num_layers, unroll=self.scan_unroll)

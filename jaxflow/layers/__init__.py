@@ -21,6 +21,8 @@ _HOMES = {
     "Squeeze": "jaxflow.layers.squeeze",
     "Unsqueeze": "jaxflow.layers.squeeze",
     "FactorOut": "jaxflow.layers.factor_out",
+    "MaskedAutoregressive": "jaxflow.layers.autoregressive",
+    "Invert": "jaxflow.layers.invert",
     "IMAGE_MASKS": "jaxflow.layers.names",
     "MASKS": "jaxflow.layers.names",
     "SCALES": "jaxflow.layers.names",
@@ -42,4 +44,4 @@ def import_all() -> None:
 
 
 __all__ = ["AffineCoupling", "Coupling", "AffineTransform", "RQSpline", "ActNorm", "Affine", "LULinear", "Logit",
-           "Permute", "Squeeze", "Unsqueeze", "FactorOut", "MASKS", "IMAGE_MASKS", "SCALES", "PERMUTATIONS"]
+           "Permute", "Squeeze", "Unsqueeze", "FactorOut", "MaskedAutoregressive", "Invert", "MASKS", "IMAGE_MASKS", "SCALES", "PERMUTATIONS"]

@@ -38,6 +38,7 @@ from jaxflow.core.layer import Layer
 from jaxflow.layers.masks import Mask, check_image_mask, check_mask, image_mask, resolve_mask
 from jaxflow.layers.transforms import AffineTransform, RQSpline, Transform
 from jaxflow.nets.base import check_conditioner
+from jaxflow.nets.made import MADE
 from jaxflow.nets.mlp import MLP
 from jaxflow.nets.resnet import ResNet
 
@@ -76,13 +77,14 @@ def _check_bools(owner: str, spec, names: tuple[str, ...]) -> None:
             raise TypeError(f"{owner}: {name} must be a bool, got {getattr(spec, name)!r}")
 
 
-def _numbers(conditioner, params, h: jax.Array, transform: Transform, n: int) -> jax.Array:
-    """``theta (..., n, P)`` from the conditioner's blocked output ``(..., P n)``."""
-    out = conditioner.apply(params["conditioner"], h, transform.num_params * n)
+def conditioner_numbers(conditioner, params, h: jax.Array, transform: Transform, n: int, **apply_options) -> jax.Array:
+    """``theta (..., n, P)`` from the conditioner's blocked output ``(..., P n)`` (``apply_options``:
+    the conditioner's own, e.g. MADE's ``dim``)."""
+    out = conditioner.apply(params["conditioner"], h, transform.num_params * n, **apply_options)
     return jnp.swapaxes(out.reshape(out.shape[:-1] + (transform.num_params, n)), -1, -2)
 
 
-def _with_context(h: jax.Array, context) -> jax.Array:
+def with_context(h: jax.Array, context) -> jax.Array:
     return h if context is None else jnp.concatenate([h, context], axis=-1)
 
 
@@ -115,6 +117,9 @@ class Coupling(Layer):
     def __post_init__(self):
         object.__setattr__(self, "mask", _explicit_mask("Coupling", self.mask))
         check_conditioner("Coupling", self.conditioner)
+        if isinstance(self.conditioner, MADE):
+            raise TypeError("Coupling: MADE is the conditioner of jaxflow.MaskedAutoregressive; a coupling takes "
+                            "jaxflow.MLP or a jaxflow.FlaxConditioner")
         if not isinstance(self.transform, Transform):
             raise TypeError(f"Coupling: transform must be a jaxflow.RQSpline or jaxflow.AffineTransform, "
                             f"got {self.transform!r}")
@@ -145,14 +150,14 @@ class Coupling(Layer):
     def forward(self, params, x, context, event_shape):
         split = resolve_mask(self.mask, event_shape[0])
         x_cond, x_trans = _take(x, split.cond), _take(x, split.trans)
-        theta = _numbers(self.conditioner, params, _with_context(x_cond, context), self.transform, split.trans.size)
+        theta = conditioner_numbers(self.conditioner, params, with_context(x_cond, context), self.transform, split.trans.size)
         z_trans, log_det = self.transform.forward(x_trans, theta)
         return _assemble(x_cond, split.out_cond, z_trans, split.out_trans), log_det.sum(-1)
 
     def inverse(self, params, z, context, event_shape):
         split = resolve_mask(self.mask, event_shape[0])
         z_cond, z_trans = _take(z, split.out_cond), _take(z, split.out_trans)
-        theta = _numbers(self.conditioner, params, _with_context(z_cond, context), self.transform, split.trans.size)
+        theta = conditioner_numbers(self.conditioner, params, with_context(z_cond, context), self.transform, split.trans.size)
         x_trans, log_det = self.transform.inverse(z_trans, theta)
         return _assemble(z_cond, split.cond, x_trans, split.trans), log_det.sum(-1)
 
@@ -181,8 +186,8 @@ class _MaskedCoupling(Layer):
         m = image_mask(self.mask, self.flip, tuple(event_shape))
         if context is not None:  # the context at every pixel
             context = jnp.broadcast_to(context[..., None, None, :], x.shape[:-1] + context.shape[-1:])
-        h = _with_context(jnp.asarray(1 - m, x.dtype) * x, context)
-        theta = _numbers(self.conditioner, params, h, self.transform, event_shape[-1])
+        h = with_context(jnp.asarray(1 - m, x.dtype) * x, context)
+        theta = conditioner_numbers(self.conditioner, params, h, self.transform, event_shape[-1])
         m = m.astype(bool)
         return m, jnp.where(m[..., None], theta, jnp.zeros_like(theta))
 

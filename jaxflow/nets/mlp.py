@@ -28,7 +28,8 @@ from jaxflow.core.layer import require_int, require_real
 from jaxflow.core.serialize import register
 from jaxflow.nets.init import fan_in_uniform
 
-__all__ = ["MLP", "Conditioner", "ACTIVATIONS", "COMPUTE_DTYPES", "check_network_options"]
+__all__ = ["MLP", "Conditioner", "ACTIVATIONS", "COMPUTE_DTYPES", "check_network_options", "activation_function",
+           "DenseStack"]
 
 #: the MLP's activations by name (``leaky_relu`` takes the spec's ``negative_slope``)
 ACTIVATIONS = {"leaky_relu": nn.leaky_relu, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "elu": nn.elu,
@@ -58,12 +59,19 @@ def _dot_general_without_unit_contraction(lhs, rhs, dimension_numbers, precision
 
 def check_network_options(spec) -> None:
     """``ValueError`` unless ``spec.negative_slope`` (the leaky ReLU's slope for negative inputs) is in
-    ``[0, 1]`` and ``spec.compute_dtype`` one of :data:`COMPUTE_DTYPES` (the options every conditioner
-    network shares)."""
+    ``[0, 1]`` and ``spec.compute_dtype`` (where the spec has one) one of :data:`COMPUTE_DTYPES` (the
+    options every conditioner network shares)."""
     name = type(spec).__name__
     require_real(name, "negative_slope", spec.negative_slope, 0.0, 1.0)
-    if spec.compute_dtype not in COMPUTE_DTYPES:
+    if getattr(spec, "compute_dtype", None) not in COMPUTE_DTYPES:
         raise ValueError(f"{name}: compute_dtype must be one of {COMPUTE_DTYPES}, got {spec.compute_dtype!r}")
+
+
+def activation_function(name: str, negative_slope: float):
+    """The activation :data:`ACTIVATIONS` ``[name]`` as a function of one array (leaky_relu with ``negative_slope``)."""
+    if name == "leaky_relu":
+        return lambda a: nn.leaky_relu(a, negative_slope)
+    return ACTIVATIONS[name]
 
 
 class Conditioner(nn.Module):
@@ -81,23 +89,48 @@ class Conditioner(nn.Module):
         return nn.Dense(features, dtype=self.compute_dtype, param_dtype=self.param_dtype,
                         dot_general=_dot_general_without_unit_contraction, name=name)
 
-    def _act(self, a: jax.Array) -> jax.Array:
-        if self.activation == "leaky_relu":
-            return nn.leaky_relu(a, self.negative_slope)
-        return ACTIVATIONS[self.activation](a)
-
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
-        act = self._act
+        act = activation_function(self.activation, self.negative_slope)
         h = act(self._dense(self.hidden_dim, "input")(h))
         for k in range(self.num_hidden):
             h = act(self._dense(self.hidden_dim, f"hidden_{k}")(h))
         return self._dense(self.out_dim, "dims")(h)
 
 
+@dataclasses.dataclass(frozen=True)  # field-less, so that subclasses can be frozen dataclasses
+class DenseStack:
+    """What :class:`MLP` and :class:`~jaxflow.MADE` share: a stack of ``Dense`` layers ``input``,
+    ``hidden_0 .. hidden_{num_hidden-1}``, ``dims`` of width ``hidden_dim``, each but ``dims``
+    followed by the activation, their names, shapes, validation and initialisation. A subclass
+    declares the fields ``hidden_dim``, ``num_hidden``, ``negative_slope`` and ``activation``."""
+
+    def _check_stack(self) -> None:
+        name = type(self).__name__
+        require_int(name, "hidden_dim", self.hidden_dim, 1, 2**16)
+        require_int(name, "num_hidden", self.num_hidden, 0, 1024)
+        check_network_options(self)
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
+            raise ValueError(f"{name}: activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
+
+    def layer_names(self) -> tuple[str, ...]:
+        """The ``Dense`` layers in order: ``("input", "hidden_0", ..., "dims")``."""
+        return ("input", *(f"hidden_{k}" for k in range(self.num_hidden)), "dims")
+
+    def param_shapes(self, in_dim: int, out_dim: int) -> dict[str, dict[str, tuple[int, ...]]]:
+        """``{name: {"kernel": (fan_in, fan_out), "bias": (fan_out,)}}``."""
+        widths = [in_dim] + [self.hidden_dim] * (self.num_hidden + 1) + [out_dim]
+        return {name: {"kernel": (widths[i], widths[i + 1]), "bias": (widths[i + 1],)}
+                for i, name in enumerate(self.layer_names())}
+
+    def init(self, key: jax.Array, in_dim: int, out_dim: int, dtype, zero_last: bool = False) -> dict:
+        """Parameters ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` per ``Dense``; ``dims`` zero if ``zero_last``."""
+        return fan_in_uniform(key, self.param_shapes(in_dim, out_dim), dtype, zero=("dims",) if zero_last else ())
+
+
 @register
 @dataclasses.dataclass(frozen=True)
-class MLP:
+class MLP(DenseStack):
     """Spec of the MLP conditioner: width ``hidden_dim``, ``num_hidden`` hidden layers, ``activation``
     one of :data:`ACTIVATIONS` (``negative_slope`` is leaky_relu's).
 
@@ -112,30 +145,12 @@ class MLP:
     activation: str = "leaky_relu"
 
     def __post_init__(self):
-        require_int("MLP", "hidden_dim", self.hidden_dim, 1, 2**16)
-        require_int("MLP", "num_hidden", self.num_hidden, 0, 1024)
-        check_network_options(self)
-        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
-            raise ValueError(f"MLP: activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}")
-
-    def layer_names(self) -> tuple[str, ...]:
-        """The ``Dense`` layers in order: ``("input", "hidden_0", ..., "dims")``."""
-        return ("input", *(f"hidden_{k}" for k in range(self.num_hidden)), "dims")
+        self._check_stack()
 
     def module(self, out_dim: int, param_dtype=jnp.float32) -> Conditioner:
         return Conditioner(out_dim=out_dim, hidden_dim=self.hidden_dim, num_hidden=self.num_hidden,
                            negative_slope=self.negative_slope, param_dtype=param_dtype,
                            compute_dtype=self.compute_dtype, activation=self.activation)
-
-    def param_shapes(self, in_dim: int, out_dim: int) -> dict[str, dict[str, tuple[int, ...]]]:
-        """``{name: {"kernel": (fan_in, fan_out), "bias": (fan_out,)}}``."""
-        widths = [in_dim] + [self.hidden_dim] * (self.num_hidden + 1) + [out_dim]
-        return {name: {"kernel": (widths[i], widths[i + 1]), "bias": (widths[i + 1],)}
-                for i, name in enumerate(self.layer_names())}
-
-    def init(self, key: jax.Array, in_dim: int, out_dim: int, dtype, zero_last: bool = False) -> dict:
-        """Parameters ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` per ``Dense``; ``dims`` zero if ``zero_last``."""
-        return fan_in_uniform(key, self.param_shapes(in_dim, out_dim), dtype, zero=("dims",) if zero_last else ())
 
     def apply(self, params: dict, h: jax.Array, out_dim: int) -> jax.Array:
         """``(..., in_dim) -> (..., out_dim)`` in ``h``'s dtype."""
