@@ -62,6 +62,11 @@ Neural spline flows (``jaxflow.Coupling``, ``jaxflow.NeuralSplineFlow``) have th
 :class:`Coupling` (``split``, ``Conditioner``, and an :class:`AffineTransform` or :class:`RQSpline`;
 :mod:`torchref.spline`), whose rational-quadratic spline is nflows', the NSF authors' code.
 
+Masked autoregressive flows (``jaxflow.MaskedAutoregressive`` with a ``jaxflow.MADE``,
+``jaxflow.Invert``, ``jaxflow.MAF``) have the twins :class:`MADE` (the :class:`Conditioner` with
+masked weights, its output read blocked), :class:`MaskedAutoregressive` and :class:`Invert`
+(:mod:`torchref.autoregressive`).
+
 Image flows (``jaxflow.Flow`` on ``(H, W, C)`` events, ``jaxflow.MultiScaleRealNVP``) have twins
 acting on NCHW tensors ``(..., C, H, W)``: :class:`ImageAffineCouplingLayer` with an
 :class:`ImageMask` and a ``nn.Conv2d`` :class:`ResNet`, :class:`Squeeze`, :class:`Unsqueeze`,
@@ -84,6 +89,7 @@ True
 """
 
 from torchref.convert import build_flow, from_jax, from_spec, spec_of, to_jax, to_jax_layout, to_jax_params, to_torch_layout
+from torchref.autoregressive import MADE, Invert, MaskedAutoregressive
 from torchref.spline import AffineTransform, Coupling, RQSpline
 from torchref.model import (
     LOG_SCALES, ActNorm, Affine, AffineCouplingLayer, Chain, Conditioner, FactorOut, ImageAffineCouplingLayer, ImageMask,
@@ -97,6 +103,9 @@ __all__ = [
     "AffineTransform",
     "RQSpline",
     "Conditioner",
+    "MADE",
+    "MaskedAutoregressive",
+    "Invert",
     "Split",
     "MaskSplit",
     "ImageAffineCouplingLayer",

@@ -25,6 +25,9 @@ the spec's tree, so :func:`to_jax` recovers the same spec::
     Coupling(mask, MLP, transform)          spline.Coupling(Conditioner, Split | MaskSplit,  as above, P outputs per
       AffineTransform(scale, clamp)           AffineTransform(scale, clamp)                  coordinate (P = 2)
       RQSpline(bins, bound)                   RQSpline(bins, bound)                          (P = 3 bins - 1)
+    MaskedAutoregressive(transform, MADE)   autoregressive.MaskedAutoregressive(MADE,      conditioner/<name>/kernel|bias,
+                                              transform)                                   dims blocked on both sides
+    Invert(layer)                           autoregressive.Invert(layer's twin)            layer's
     Permute(kind, seed)                     Permutation(D, kind, seed)                     {}
     ActNorm()                               ActNorm(D): shift, log_scale                   shift, log_scale
     LULinear()                              LULinear(D): lower, upper, log_diag            lower, upper, log_diag
@@ -80,6 +83,7 @@ from torch import nn
 
 import jaxflow
 from jaxflow.core.init import check_params, params_dtype
+from torchref import autoregressive as ta
 from torchref import model as tr
 from torchref import spline as ts
 from torchref.model import AffineCouplingLayer, Conditioner, NormalizingFlow, Split, StandardNormal
@@ -494,8 +498,10 @@ def _checked_sizes(spec: jaxflow.Layer, theta: Conditioner, shape: Shape, contex
 
 def _output_order(theta: nn.Module) -> np.ndarray | slice:
     """The jax column of each torch output row: a :class:`Conditioner` is read interleaved
-    (:func:`interleaved_order`), a ResNet blocked on both sides."""
-    return slice(None) if isinstance(theta, tr.ResNet) else interleaved_order(theta.out_dim, theta.num_params)
+    (:func:`interleaved_order`), a ResNet and a MADE blocked on both sides."""
+    if isinstance(theta, (tr.ResNet, ta.MADE)):
+        return slice(None)
+    return interleaved_order(theta.out_dim, theta.num_params)
 
 
 #: jaxflow coupling transform -> its torch twin; the fields have the same names on both sides
@@ -529,6 +535,24 @@ def _spec_of_coupling(module: ts.Coupling, shape: Shape, context_dim: int) -> ja
     spec = jaxflow.Coupling(_mask_of(module.split), _mlp_of(module.theta), _transform_spec(module.transform),
                             module.identity_init)
     return _checked_sizes(spec, module.theta, shape, context_dim)
+
+
+def _build_masked_autoregressive(layer: jaxflow.MaskedAutoregressive, shape: Shape,
+                                 context_dim: int) -> ta.MaskedAutoregressive:
+    net, num_params = layer.conditioner, layer.transform.num_params
+    theta = ta.MADE(shape[0], context_dim, num_params, net.hidden_dim, net.num_hidden, net.order, net.negative_slope,
+                    net.activation)
+    return ta.MaskedAutoregressive(theta, _transform_twin(layer.transform), layer.identity_init)
+
+
+def _spec_of_masked_autoregressive(module: ta.MaskedAutoregressive, shape: Shape,
+                                   context_dim: int) -> jaxflow.MaskedAutoregressive:
+    theta = module.theta
+    made = jaxflow.MADE(theta.input.out_features, len(theta.hidden), theta.order, theta.negative_slope,
+                        theta.activation)
+    spec = jaxflow.MaskedAutoregressive(_transform_spec(module.transform), made, module.identity_init)
+    spec.check(shape, context_dim)
+    return _checked_sizes(spec, theta, shape, context_dim)
 
 
 def _conditioner_params_out(module: nn.Module, read: Read) -> dict:
@@ -596,6 +620,14 @@ TWINS: dict[type, Twin] = {
         _conditioner_params_out, _conditioner_params_in),
     jaxflow.Coupling: Twin((ts.Coupling,), _build_coupling, _spec_of_coupling, _conditioner_params_out,
                            _conditioner_params_in),
+    jaxflow.MaskedAutoregressive: Twin((ta.MaskedAutoregressive,), _build_masked_autoregressive,
+                                       _spec_of_masked_autoregressive, _conditioner_params_out, _conditioner_params_in),
+    jaxflow.Invert: Twin(
+        (ta.Invert,),
+        build=lambda layer, shape, context_dim: ta.Invert(_build(layer.layer, shape, context_dim)),
+        spec=lambda module, shape, context_dim: jaxflow.Invert(_spec(module.module, shape, context_dim)),
+        params_out=lambda module, read: _params_of(module.module, read),
+        params_in=lambda module, layer, params: _load(module.module, layer.layer, params)),
     jaxflow.Squeeze: Twin((tr.Squeeze,), lambda layer, shape, context_dim: tr.Squeeze(),
                           lambda module, shape, context_dim: jaxflow.Squeeze()),
     jaxflow.Unsqueeze: Twin((tr.Unsqueeze,), lambda layer, shape, context_dim: tr.Unsqueeze(),
