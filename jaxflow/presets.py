@@ -309,13 +309,13 @@ class MAF(FlowSpec):
     a reversed ``MADE(order=...)``: the steps stay identical specs, so they run as one ``Repeat``
     (``lax.scan``, compile time flat in ``num_layers``) and the masks stay one constant.
     With the affine ``transform`` (default ``AffineTransform("tanh", 5.0)``: the MAF paper's
-    :math:`z_j = (x_j - \mu_j) e^{-\alpha_j}`, up to the sign of the learned log-scale, with
+    :math:`z_j = (x_j - \\mu_j) e^{-\\alpha_j}`, up to the sign of the learned log-scale, with
     its magnitude soft-clamped to 5 as the command line's default) the density is
 
     .. math::
 
-        \log p(x \mid c) = \log \mathcal N(f(x; c); 0, I)
-        + \sum_{k=1}^{L} \sum_{j=1}^{D} h(s^{(k)}_j),
+        \\log p(x \\mid c) = \\log \\mathcal N(f(x; c); 0, I)
+        + \\sum_{k=1}^{L} \\sum_{j=1}^{D} h(s^{(k)}_j),
 
     every ``s`` computed in one pass per layer; sampling takes ``dim`` passes per layer
     (:class:`~jaxflow.Invert` the layers for an IAF, fast to sample). Every layer starts as the

@@ -5,7 +5,9 @@ without a context (and a ``context_affine``), whose root is a ``Chain``, a ``Rep
 ``Chain`` holding a ``Repeat``, of 1-8 leaf layers in all: couplings with ``"half"``,
 ``"alternate"`` and explicit masks and every scale map, ``Coupling`` with a rational-quadratic
 spline (1-8 bins on ``[-B, B]``, ``B`` 1 or 2, so that standard normal data reach the tails) or an
-affine transform, ``Permute``, ``ActNorm``, ``LULinear``, ``Affine``. :func:`make_composed_pair`
+affine transform, ``MaskedAutoregressive`` (a ``MADE`` in natural or random order, either
+transform), ``Invert`` of a masked autoregressive layer, a coupling or a permutation (an IAF),
+``Permute``, ``ActNorm``, ``LULinear``, ``Affine``. :func:`make_composed_pair`
 initialises the torch twin, perturbs every ``ActNorm`` and ``LULinear`` away from the identity (so
 that a wrong layout of theirs cannot pass), and converts.
 """
@@ -36,19 +38,37 @@ def _numbers(values, dim: int):
     return st.one_of(values, st.tuples(*[values] * dim))
 
 
+def _affine_couplings(dim: int):
+    return st.builds(jaxflow.AffineCoupling, mask=_mask(dim), conditioner=MLPS, scale=st.sampled_from(jaxflow.SCALES),
+                     clamp=st.sampled_from([2.0, 5.0]))
+
+
+def _permutations(dim: int):
+    return st.builds(jaxflow.Permute, kind=st.just("random"), seed=st.integers(0, 1000)) | st.just(jaxflow.Permute())
+
+
+#: a coupling's (or autoregressive layer's) elementwise transforms; |x| > bound: the spline's tails
+TRANSFORMS = st.one_of(st.builds(jaxflow.RQSpline, bins=st.integers(1, 8), bound=st.sampled_from([1.0, 2.0])),
+                       st.builds(jaxflow.AffineTransform, scale=st.sampled_from(jaxflow.SCALES), clamp=st.just(2.0)))
+
+
+def _masked_autoregressive(dim: int):
+    made = st.builds(jaxflow.MADE, hidden_dim=st.sampled_from([4, 16]), num_hidden=st.integers(0, 2),
+                     order=st.none() | st.permutations(range(dim)).map(tuple), negative_slope=st.sampled_from([0.01, 0.2]))
+    return st.builds(jaxflow.MaskedAutoregressive, transform=TRANSFORMS, conditioner=made, identity_init=st.just(False))
+
+
 LEAVES = {  # kind -> its random layers on R^dim; a row per leaf kind (tests/test_layer_kinds.py checks it)
-    jaxflow.AffineCoupling: lambda dim: st.builds(
-        jaxflow.AffineCoupling, mask=_mask(dim), conditioner=MLPS, scale=st.sampled_from(jaxflow.SCALES),
-        clamp=st.sampled_from([2.0, 5.0])),
-    jaxflow.Permute: lambda dim: st.builds(jaxflow.Permute, kind=st.just("random"), seed=st.integers(0, 1000))
-    | st.just(jaxflow.Permute()),
+    jaxflow.AffineCoupling: _affine_couplings,
+    jaxflow.Permute: _permutations,
     jaxflow.ActNorm: lambda dim: st.just(jaxflow.ActNorm()),
     jaxflow.LULinear: lambda dim: st.just(jaxflow.LULinear()),
     jaxflow.Affine: lambda dim: st.builds(jaxflow.Affine, shift=_numbers(NUMBERS, dim), scale=_numbers(SCALES, dim)),
-    jaxflow.Coupling: lambda dim: st.builds(  # torch's random conditioner, not the identity; |x| > bound: the tails
-        jaxflow.Coupling, mask=_mask(dim), conditioner=MLPS, identity_init=st.just(False), transform=st.one_of(
-            st.builds(jaxflow.RQSpline, bins=st.integers(1, 8), bound=st.sampled_from([1.0, 2.0])),
-            st.builds(jaxflow.AffineTransform, scale=st.sampled_from(jaxflow.SCALES), clamp=st.just(2.0)))),
+    jaxflow.Coupling: lambda dim: st.builds(  # torch's random conditioner, not the identity
+        jaxflow.Coupling, mask=_mask(dim), conditioner=MLPS, identity_init=st.just(False), transform=TRANSFORMS),
+    jaxflow.MaskedAutoregressive: _masked_autoregressive,  # MAF layers
+    jaxflow.Invert: lambda dim: st.builds(jaxflow.Invert, layer=st.one_of(  # IAF layers, and inverted others
+        _masked_autoregressive(dim), _affine_couplings(dim), _permutations(dim))),
 }
 
 

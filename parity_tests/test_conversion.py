@@ -165,9 +165,13 @@ COMPOSED_SPECS = [
     jaxflow.RealNVP(4, 2, hidden_dim=8, num_hidden=1, context_dim=3),  # the preset, conditional
     jaxflow.Flow((5,), jaxflow.NeuralSplineFlow(5, num_layers=2, bins=3, hidden_dim=8, num_hidden=1).layers,
                  context_dim=2),  # the NSF preset's layers (to_jax gives the Flow), conditional
+    jaxflow.Flow((4,), jaxflow.MAF(4, num_layers=2, hidden_dim=8, transform=jaxflow.RQSpline(3)).layers,
+                 context_dim=2),  # MAF, spline transform, conditional
+    jaxflow.Flow((3,), jaxflow.Repeat(jaxflow.Invert(jaxflow.Chain(jaxflow.MaskedAutoregressive(
+        conditioner=jaxflow.MADE(8, 1, order=(1, 2, 0))), jaxflow.Permute("random", 2))), 2)),  # an IAF
 ]
 _IDS = ["every-kind", "repeat-of-chain", "single-layer", "context-unread", "identity-unroll-affine", "realnvp-context",
-        "nsf-layers"]
+        "nsf-layers", "maf-spline-context", "iaf-order"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

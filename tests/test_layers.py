@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import jaxflow
-from jaxflow import ActNorm, Affine, AffineCoupling, AffineTransform, Chain, Coupling, Logit, LULinear, Permute, Repeat, RQSpline
+from jaxflow import (ActNorm, Affine, AffineCoupling, AffineTransform, Chain, Coupling, Invert, Logit, LULinear, MADE,
+                     MaskedAutoregressive, Permute, Repeat, RQSpline)
 from core_helpers import event_jacobian_log_det, perturb
 from core_tolerances import assert_close
 
@@ -62,6 +63,13 @@ FLOWS = {
                                         coupling("half", "exp")), 1),
     "neural_spline_flow": ((3,), jaxflow.NeuralSplineFlow(3, num_layers=2, bins=5, bound=2.0, hidden_dim=8,
                                                           num_hidden=1).layers, 1),
+    # masked autoregressive layers: f in one pass, g in D passes; an order other than the natural one
+    "masked_autoregressive_affine": ((4,), MaskedAutoregressive(AffineTransform("tanh", 2.0), MADE(8, 1, (2, 0, 3, 1)),
+                                                                identity_init=False), 2),
+    "masked_autoregressive_spline": ((5,), MaskedAutoregressive(RQSpline(bins=4, bound=1.5), MADE(8, 1)), 0),
+    "inverse_autoregressive": ((4,), Invert(MaskedAutoregressive(AffineTransform("tanh", 2.0), MADE(8, 1))), 1),
+    "maf_preset": ((3,), jaxflow.MAF(3, num_layers=2, hidden_dim=8, context_dim=1).layers, 1),
+    "invert_of_a_chain": ((3,), Invert(Chain(ActNorm(), coupling("alternate", "tanh"), Permute("random", seed=4))), 0),
 }
 
 

@@ -106,15 +106,11 @@ def test_conditional_2d_neural_spline_flow_integrates_to_one_for_each_context():
     """A Riemann sum of exp(log_prob) over a grid, per context, with perturbed parameters (the splines
     bend, the LU shears); the context changes the density. Perturbed by 0.1 (measured |1 - sum|
     5.6e-5): at 0.3 the bins shrink to their 1e-3 floor and the grid must be 5x finer to resolve them."""
-    from core_helpers import perturb
+    from core_helpers import grid_densities, perturb
 
     flow = jaxflow.NeuralSplineFlow(2, num_layers=2, bins=6, bound=2.0, hidden_dim=8, num_hidden=1, context_dim=1)
     params = perturb(jaxflow.init(flow, jax.random.key(0), jnp.float64), 1, scale=0.1)
-    edge = jnp.linspace(-12.0, 12.0, 601, dtype=jnp.float64)
-    cell = float(edge[1] - edge[0]) ** 2
-    grid = jnp.stack(jnp.meshgrid(edge, edge), axis=-1)
-    density = jax.jit(lambda context: jnp.exp(jaxflow.log_prob(flow, params, grid, context=context)))
-    densities = [density(jnp.array([value], jnp.float64)) for value in (-1.5, 2.0)]
+    densities, cell = grid_densities(flow, params, (-1.5, 2.0))
     for d in densities:
         assert_close(d.sum() * cell, jnp.asarray(1.0, jnp.float64), "integral_composed")
     assert float(0.5 * jnp.abs(densities[0] - densities[1]).sum() * cell) > 0.05
