@@ -9,6 +9,7 @@ torchref model's. A context of the events' batch shape, or one context broadcast
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -46,6 +47,28 @@ def _with_edge_cases(test):
 @given(flow=composed_flows(), dtype=st.sampled_from([np.float64, np.float32]), shared_context=st.booleans(),
        seed=st.integers(0, 2**16))
 def test_composed_values_steps_sample_and_gradients(device, flow, dtype, shared_context, seed):
+    compare_with_the_twin(device, flow, dtype, shared_context, seed)
+
+
+_MAF = jaxflow.MAF(4, num_layers=2, hidden_dim=8, transform=jaxflow.RQSpline(4, 1.0), context_dim=2)
+_AUTOREGRESSIVE_FLOWS = [  # always run: MAF's layers (spline, orders reversed between layers, conditional) and an IAF,
+    # torch's random weights rather than the identity of identity_init
+    jaxflow.Flow((4,), jaxflow.Repeat(jaxflow.Chain(dataclasses.replace(_MAF.autoregressive_layer, identity_init=False),
+                                                    jaxflow.Permute()), 2), context_dim=2),
+    jaxflow.Flow((3,), jaxflow.Repeat(jaxflow.Invert(jaxflow.Chain(jaxflow.MaskedAutoregressive(
+        jaxflow.AffineTransform("tanh", 2.0), jaxflow.MADE(8, 1, order=(1, 2, 0)), identity_init=False),
+        jaxflow.Permute("random", 3))), 2), context_dim=1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("flow", _AUTOREGRESSIVE_FLOWS, ids=["maf-spline-context", "iaf"])
+def test_masked_autoregressive_flows_match_the_twin(flow, dtype):
+    compare_with_the_twin("cpu", flow, dtype, False, seed=1)
+
+
+def compare_with_the_twin(device, flow, dtype, shared_context, seed):
+    """Both sides' values, steps, samples and gradients on the same random weights (module docstring)."""
     with on(device):
         params, model = make_composed_pair(flow, seed, dtype, device)
         # jaxflow.sample draws in the params' dtype, float32 for a flow without parameters
