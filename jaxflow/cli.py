@@ -4,7 +4,7 @@
 
     jaxflow fit DATA --out RUN_DIR [--steps N] [--batch-size B] [--lr LR] [--scale exp|tanh|sigmoid]
                      [--num-flows L] [--hidden-dim H] [--num-hidden K] [--mask half|alternate|checkerboard]
-                     [--permute none|reverse|random] [--flow realnvp|nsf] [--bins K] [--tail-bound B]  # vectors
+                     [--permute none|reverse|random] [--flow realnvp|nsf|maf|nsf-ar] [--bins K] [--tail-bound B]  # vectors
                      [--num-scales S] [--couplings-per-scale K] [--channels F] [--num-blocks B]  # images
                      [--preprocess auto|standardize|logit|none] [--levels L] [--context-columns J,K] [--seed S]
                      [--steps-per-call K] [--devices N|all]
@@ -137,11 +137,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="a fixed permutation after each coupling (random: each coupling its own, seed 0)"
                    + default("permute"))
     p.add_argument("--flow", choices=VECTOR_FLOWS, help="vector data: affine couplings (realnvp: --scale, --mask, "
-                   "--permute) or the neural spline flow (nsf: --num-flows spline couplings with LU between, "
-                   "--bins, --tail-bound)" + default("flow"))
-    p.add_argument("--bins", type=int, help="nsf: bins K of each rational-quadratic spline" + default("bins"))
-    p.add_argument("--tail-bound", type=float, help="nsf: the splines act on [-B, B] (of the preprocessed data), "
-                   "the identity outside" + default("tail_bound"))
+                   "--permute), the neural spline flow (nsf: --num-flows spline couplings with LU between, "
+                   "--bins, --tail-bound), the masked autoregressive flow (maf: --num-flows affine MADE layers, "
+                   "--scale) or its spline form (nsf-ar: nsf with autoregressive splines)" + default("flow"))
+    p.add_argument("--bins", type=int, help="nsf, nsf-ar: bins K of each rational-quadratic spline" + default("bins"))
+    p.add_argument("--tail-bound", type=float, help="nsf, nsf-ar: the splines act on [-B, B] (of the preprocessed "
+                   "data), the identity outside" + default("tail_bound"))
     p.add_argument("--preprocess", choices=("auto",) + PREPROCESSING,
                    help="fixed first layer: auto is logit for pixel data (--levels, built-in images), else "
                         "standardize" + default("preprocess"))

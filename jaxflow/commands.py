@@ -43,8 +43,9 @@ from jaxflow.layers.logit import Logit
 from jaxflow.layers.masks import image_mask
 from jaxflow.layers.names import PREPROCESSING
 from jaxflow.layers.permute import Permute
+from jaxflow.layers.transforms import AffineTransform
 from jaxflow.nets.mlp import MLP
-from jaxflow.presets import MultiScaleRealNVP, NeuralSplineFlow, RealNVP
+from jaxflow.presets import MAF, MultiScaleRealNVP, NeuralSplineFlow, RealNVP
 from jaxflow.train import EXECUTION_FIELDS, TrainConfig, TrainingDiverged, data_mesh, fit, mean_nll, preprocess
 from jaxflow.units import bits_per_dim, lattice_nll, logit_space_ll
 
@@ -537,11 +538,17 @@ def _refuse_other_layout(options: dict, event_shape, unused: Sequence[str]) -> N
         raise CLIError(f"{flags}: not an option of the {kind} model for data of shape {tuple(event_shape)}")
 
 
+#: the vector model options each ``--flow`` does not have (refused when given on the command line)
+UNUSED_BY_FLOW = {"realnvp": ("bins", "tail_bound"), "nsf": ("scale", "mask", "permute"),
+                  "maf": ("mask", "permute", "bins", "tail_bound"), "nsf-ar": ("scale", "mask", "permute")}
+
+
 def _model_and_config(splits: Splits, options: dict) -> tuple[FlowSpec, TrainConfig]:
     """The model (identity-initialised) and training config of the command-line ``options``.
 
     Images ``(H, W, C)``: a :class:`MultiScaleRealNVP`. Vectors: with ``--flow nsf`` a
-    :class:`NeuralSplineFlow`; else the article's :class:`RealNVP`
+    :class:`NeuralSplineFlow` (``nsf-ar``: its autoregressive form), with ``--flow maf`` a
+    :class:`MAF` (affine, ``--scale``); else the article's :class:`RealNVP`
     for ``--mask half --permute none``; for ``checkerboard`` a ``Repeat`` of pairs of couplings on
     the image's checkers and their complement; else a ``Repeat`` of ``Chain(AffineCoupling(mask), Permute)``."""
     event_shape = splits.event_shape
@@ -560,19 +567,22 @@ def _model_and_config(splits: Splits, options: dict) -> tuple[FlowSpec, TrainCon
         raise CLIError(f"{splits.name}: examples of shape {event_shape}: a flow takes vectors (D,) or images (H, W, C)")
     _refuse_other_layout(options, event_shape, IMAGE_MODEL_OPTIONS)
     dim = event_shape[0]
-    affine_options, spline_options = ("scale", "mask", "permute"), ("bins", "tail_bound")
-    wrong = [key for key in (affine_options if options["flow"] == "nsf" else spline_options)
-             if key in options.get("given", ())]
+    wrong = [key for key in UNUSED_BY_FLOW[options["flow"]] if key in options.get("given", ())]
     if wrong:
         flags = ", ".join("--" + key.replace("_", "-") for key in wrong)
         raise CLIError(f"{flags}: not an option of --flow {options['flow']}")
     try:
         conditioner = MLP(options["hidden_dim"], options["num_hidden"])
         coupling = lambda mask: AffineCoupling(mask, conditioner, options["scale"], identity_init=True)
-        if options["flow"] == "nsf":
+        if options["flow"] in ("nsf", "nsf-ar"):
             model = NeuralSplineFlow(dim, num_layers=options["num_flows"], bins=options["bins"],
                                      bound=options["tail_bound"], hidden_dim=options["hidden_dim"],
-                                     num_hidden=options["num_hidden"], context_dim=context_dim)
+                                     num_hidden=options["num_hidden"], context_dim=context_dim,
+                                     autoregressive=options["flow"] == "nsf-ar")
+        elif options["flow"] == "maf":
+            model = MAF(dim, num_layers=options["num_flows"], hidden_dim=options["hidden_dim"],
+                        num_hidden=options["num_hidden"], transform=AffineTransform(options["scale"]),
+                        context_dim=context_dim)
         elif options["mask"] == "half" and options["permute"] == "none":
             model = RealNVP(dim=dim, num_flows=options["num_flows"], hidden_dim=options["hidden_dim"],
                             num_hidden=options["num_hidden"], scale=options["scale"], identity_init=True,

@@ -440,6 +440,8 @@ CASES = [
     ("spline numbers of mismatched bins", _lib(lambda: unconstrained_rational_quadratic_spline(np.zeros(3), np.zeros((3, 4)), np.zeros((3, 4)), np.zeros((3, 4)))), ValueError, "widths and heights need K entries and derivatives K - 1"),
     ("--mask with --flow nsf", _cli("fit", "{root}/moons.csv", "--out", "{root}/new", "--flow", "nsf", "--mask", "alternate", *TINY), None, "--mask: not an option of --flow nsf"),
     ("--bins with --flow realnvp", _cli("fit", "{root}/moons.csv", "--out", "{root}/new", "--bins", "4", *TINY), None, "--bins: not an option of --flow realnvp"),
+    ("--bins with --flow maf", _cli("fit", "{root}/moons.csv", "--out", "{root}/new", "--flow", "maf", "--bins", "4", *TINY), None, "--bins: not an option of --flow maf"),
+    ("--scale with --flow nsf-ar", _cli("fit", "{root}/moons.csv", "--out", "{root}/new", "--flow", "nsf-ar", "--scale", "exp", *TINY), None, "--scale: not an option of --flow nsf-ar"),
     ("--tail-bound -1", _cli("fit", "{root}/moons.csv", "--out", "{root}/new", "--flow", "nsf", "--tail-bound", "-1", *TINY), None, "NeuralSplineFlow: bound must be a positive number"),
 ]
 

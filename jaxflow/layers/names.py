@@ -22,6 +22,7 @@ PERMUTATIONS = ("reverse", "random")
 #: the fixed first layers of :func:`jaxflow.train.preprocess`
 PREPROCESSING = ("standardize", "logit", "none")
 
-#: the command line's flows of vector data: the article's affine ``realnvp`` (and its compositions)
-#: or the neural spline flow ``nsf`` (:class:`jaxflow.NeuralSplineFlow`)
-VECTOR_FLOWS = ("realnvp", "nsf")
+#: the command line's flows of vector data: the article's affine ``realnvp`` (and its compositions),
+#: the neural spline flow ``nsf`` (:class:`jaxflow.NeuralSplineFlow`), the masked autoregressive
+#: flow ``maf`` (:class:`jaxflow.MAF`) and the autoregressive spline flow ``nsf-ar``
+VECTOR_FLOWS = ("realnvp", "nsf", "maf", "nsf-ar")
