@@ -1,7 +1,7 @@
 """``python -m bench``: jaxflow against torchref and peer JAX implementations, interleaved in one process.
 
 Times ``log_prob``, ``sample`` and an Adam training step of ``RealNVP`` (``--flow nsf``: of
-``NeuralSplineFlow``, of the same sizes) for jaxflow (``jax.jit``; the layer
+``NeuralSplineFlow``, ``--flow maf``: of ``MAF``, of the same sizes) for jaxflow (``jax.jit``; the layer
 stack as ``lax.scan`` and unrolled), torchref (eager; ``torch.compile`` with ``--torch-compile``)
 and the peers of :mod:`bench.peers` (hand-written Flax + ``lax.scan``, distrax + Flax, flowjax;
 ``--no-peers`` skips them) on the same weights, dtype and batches, after asserting once that
@@ -16,6 +16,7 @@ Examples::
     python -m bench                                   # everything, on the default device
     python -m bench --configs small --no-sweep        # one configuration
     python -m bench --flow nsf --configs medium --no-sweep --no-compile-times   # spline flows
+    python -m bench --flow maf --configs medium --no-sweep --no-compile-times   # masked autoregressive flows
     python -m bench --device gpu --dtype bfloat16 --torch-compile
     python -m bench --quick --out /tmp/bench          # seconds-long smoke run
     python -m bench --fit --configs small             # the train.fit loop vs its bare step vs torch (bench.fit)
@@ -58,10 +59,12 @@ FLOWS = {
     "realnvp": lambda spec: spec,
     "nsf": lambda spec: jaxflow.NeuralSplineFlow(spec.dim, num_layers=spec.num_flows, hidden_dim=spec.hidden_dim,
                                                  num_hidden=spec.num_hidden, negative_slope=spec.negative_slope),
+    "maf": lambda spec: jaxflow.MAF(spec.dim, num_layers=spec.num_flows, hidden_dim=spec.hidden_dim,
+                                    num_hidden=spec.num_hidden, negative_slope=spec.negative_slope),
 }
 """Flow families (``--flow``): a :data:`CONFIGS` spec -> the family's flow with the same ``D``,
 layers, ``H`` and ``num_hidden`` (a ``NeuralSplineFlow`` keeps its default ``K = 8`` bins on
-``[-3, 3]``)."""
+``[-3, 3]``, a ``MAF`` its default affine transform; its ``sample`` takes ``D`` passes per layer)."""
 
 PERTURBATION = 0.02
 """Standard deviation of the noise added to every initial parameter, so that identity-initialised
@@ -144,7 +147,7 @@ def resolve_device(requested: str) -> str:
     return "gpu" if (requested == "gpu" or (requested == "auto" and has_gpu)) else "cpu"
 
 
-def make_problem(flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow, batch: int, device: str, dtype: str,
+def make_problem(flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow | jaxflow.MAF, batch: int, device: str, dtype: str,
                  seed: int) -> Problem:
     """Float32 weights from ``jaxflow.init`` plus ``N(0, PERTURBATION^2)`` noise, and
     standard-normal data and latent batches."""
@@ -166,7 +169,7 @@ def make_contenders(problem: Problem, with_torch_compile: bool, with_peers: bool
     return contenders
 
 
-def shape_of(flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow) -> dict:
+def shape_of(flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow | jaxflow.MAF) -> dict:
     """A row's ``shape``: the preset, ``D``, layers, ``H``, ``num_hidden`` (a spline's ``bins`` and ``bound``)."""
     spline = {"bins": flow.bins, "bound": flow.bound} if isinstance(flow, jaxflow.NeuralSplineFlow) else {}
     return {"flow": type(flow).__name__, "dim": flow.dim, "num_flows": flow.layers.n, "hidden_dim": flow.hidden_dim,

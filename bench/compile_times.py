@@ -17,11 +17,11 @@ from bench.contenders import adam_train_step
 
 __all__ = ["DEPTH_FIELD", "compile_seconds"]
 
-DEPTH_FIELD = {jaxflow.RealNVP: "num_flows", jaxflow.NeuralSplineFlow: "num_layers"}
+DEPTH_FIELD = {jaxflow.RealNVP: "num_flows", jaxflow.NeuralSplineFlow: "num_layers", jaxflow.MAF: "num_layers"}
 """Each preset's field for its number of coupling layers."""
 
 
-def compile_seconds(flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow, depths: list[int], ops: list[str], batch: int,
+def compile_seconds(flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow | jaxflow.MAF, depths: list[int], ops: list[str], batch: int,
                     device: str) -> list[dict]:
     """``[{"num_flows", "scan_unroll", "op", "seconds"}, ...]`` for every depth, both stack forms and
     each of ``ops`` (``"log_prob"``, ``"sample"``, ``"train_step"``)."""

@@ -46,7 +46,7 @@ LEARNING_RATE = 1e-4
 class Problem:
     """One benchmark problem: the flow spec, one batch of data and one of latents, and the device."""
 
-    flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow
+    flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow | jaxflow.MAF
     params: dict  # float32 jaxflow parameters, shared by every contender
     x: np.ndarray  # (batch, dim) float32 data
     z: np.ndarray  # (batch, dim) float32 latents

@@ -11,8 +11,10 @@ batch ``B`` through ``L`` layers costs
 (input layer, ``n`` hidden layers, output layer; ``c`` conditioning coordinates, ``d``
 transformed ones and ``P`` numbers per transformed coordinate: ``c = D - d``, ``P = 2`` for the
 affine ``RealNVP``; ``c = d = D / 2`` for even ``D`` and ``P = 3 K - 1`` for a ``NeuralSplineFlow``
-of ``K`` bins, whose spline arithmetic and ``D x D`` ``LULinear`` maps are not counted).
-``log_prob`` and ``sample`` are one forward pass each; a training step is counted as three
+of ``K`` bins, whose spline arithmetic and ``D x D`` ``LULinear`` maps are not counted; ``c = D``,
+``d = D`` for a ``MAF``'s MADE, whose masks zero entries of dense matmuls that are counted whole).
+``log_prob`` and ``sample`` are one forward pass each (``sample`` of a masked autoregressive layer
+``D`` passes); a training step is counted as three
 (forward, and the two backward products per layer, with respect to inputs and to weights), the
 usual arithmetic floor.
 
@@ -39,11 +41,13 @@ __all__ = ["FORWARD_PASSES", "conditioner_flops", "matmul_calls", "matmul_peak"]
 FORWARD_PASSES = {"log_prob": 1, "sample": 1, "train_step": 3}
 
 
-def conditioner_flops(flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow, batch: int, op: str) -> int:
+def conditioner_flops(flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow | jaxflow.MAF, batch: int, op: str) -> int:
     """Matmul FLOPs of the conditioners in one call of ``op`` on a batch of ``batch`` events."""
-    c, out, h = *flow.coupling.sizes(flow.event_shape, flow.context_dim), flow.hidden_dim
+    layer = flow.autoregressive_layer if isinstance(flow, jaxflow.MAF) else flow.coupling
+    c, out, h = *layer.sizes(flow.event_shape, flow.context_dim), flow.hidden_dim
     macs_per_event = c * h + flow.num_hidden * h * h + h * out
-    return 2 * batch * flow.layers.n * macs_per_event * FORWARD_PASSES[op]
+    passes = FORWARD_PASSES[op] * (flow.dim if op == "sample" and isinstance(layer, jaxflow.MaskedAutoregressive) else 1)
+    return 2 * batch * flow.layers.n * macs_per_event * passes
 
 
 def matmul_calls(n: int, device: str, dtype: str) -> dict[str, Callable[[], object]]:

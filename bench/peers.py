@@ -4,8 +4,9 @@
 * ``distrax+flax``: distrax's ``SplitCoupling`` / ``ScalarAffine`` / ``Chain`` / ``Transformed``
   around the same Flax MLP;
 * ``flowjax``: ``flowjax.flows.coupling_flow`` with an affine transformer, or for a
-  ``NeuralSplineFlow`` a rational-quadratic spline one (optional dependency); the only peer of
-  the spline flow (:data:`PEERS_OF`).
+  ``NeuralSplineFlow`` a rational-quadratic spline one, or for a ``MAF``
+  ``flowjax.flows.masked_autoregressive_flow`` with an affine transformer (optional dependency);
+  the only peer of the spline flow and of MAF (:data:`PEERS_OF`).
 
 The first two run on jaxflow's parameters (``jaxflow.init``, stacked on a leading layer axis) and
 compute jaxflow's function, so the bench compares their outputs with torch eager's. They share
@@ -159,7 +160,10 @@ def flowjax_contender(problem: Problem, seed: int = 0) -> Contender:
     """``flowjax``: ``coupling_flow(invert=True)`` with :func:`_flowjax_transformer`, ``L``
     layers, conditioner ``eqx.nn.MLP(width=H, depth=num_hidden + 1)`` -- ``num_hidden + 2`` Linear
     layers, ``D // 2 -> H -> ... -> H -> P (D - D // 2)`` -- and leaky_relu; its own weights and
-    random permutations between layers (no ``LULinear``, unlike jaxflow's spline flow).
+    random permutations between layers (no ``LULinear``, unlike jaxflow's spline flow). For a
+    ``MAF``: ``masked_autoregressive_flow(invert=True)`` with an ``Affine()`` transformer, the same
+    ``L``, width, depth and activation, MADE ``D -> H -> ... -> H -> 2 D``, reversed orders
+    between layers as jaxflow's (its sampling is a ``lax.scan`` over the ``D`` positions too).
 
     The latent is flowjax's ``StandardNormal`` (no trainable parameters, like the other
     contenders'). Trainable leaves are ``eqx.partition(..., eqx.is_inexact_array)`` and the model
@@ -172,12 +176,17 @@ def flowjax_contender(problem: Problem, seed: int = 0) -> Contender:
     from flowjax.distributions import StandardNormal
     from flowjax.flows import coupling_flow
 
+    from flowjax.bijections import Affine
+    from flowjax.flows import masked_autoregressive_flow
+
     flow = problem.flow
-    model = coupling_flow(jax.random.key(seed), base_dist=StandardNormal((flow.dim,)),
-                          transformer=_flowjax_transformer(flow), flow_layers=flow.layers.n,
-                          nn_width=flow.hidden_dim, nn_depth=flow.num_hidden + 1,
-                          nn_activation=functools.partial(jax.nn.leaky_relu, negative_slope=flow.negative_slope),
-                          invert=True)
+    options = dict(base_dist=StandardNormal((flow.dim,)), flow_layers=flow.layers.n, nn_width=flow.hidden_dim,
+                   nn_depth=flow.num_hidden + 1, invert=True,
+                   nn_activation=functools.partial(jax.nn.leaky_relu, negative_slope=flow.negative_slope))
+    if isinstance(flow, jaxflow.MAF):  # MADE layers, reversed orders between them, an affine transformer
+        model = masked_autoregressive_flow(jax.random.key(seed), transformer=Affine(), **options)
+    else:
+        model = coupling_flow(jax.random.key(seed), transformer=_flowjax_transformer(flow), **options)
     params, static = eqx.partition(model, eqx.is_inexact_array,
                                    is_leaf=lambda leaf: isinstance(leaf, paramax.NonTrainable))
 
@@ -206,7 +215,7 @@ def _flowjax_transformer(flow: jaxflow.RealNVP | jaxflow.NeuralSplineFlow):
 PEERS = {"flax+scan (minimal)": minimal_contender, "distrax+flax": distrax_contender, "flowjax": flowjax_contender}
 """Every peer by name: ``problem -> Contender``."""
 
-PEERS_OF = {jaxflow.RealNVP: tuple(PEERS), jaxflow.NeuralSplineFlow: ("flowjax",)}
+PEERS_OF = {jaxflow.RealNVP: tuple(PEERS), jaxflow.NeuralSplineFlow: ("flowjax",), jaxflow.MAF: ("flowjax",)}
 """The peers that implement each flow family."""
 
 

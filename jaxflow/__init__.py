@@ -14,8 +14,9 @@
 
 Layout: :mod:`jaxflow.core` (the layer protocol, ``Chain``/``Repeat``, flow specs, ``f``/``g``/
 ``log_prob``, init, validation), :mod:`jaxflow.layers` (couplings, transforms (affine, rational-quadratic spline), masks, scale maps,
-permutations, ActNorm, affine, LU, masked autoregressive, Invert), :mod:`jaxflow.nets` (conditioners: MLP, MADE, ResNet, your own Flax module), :mod:`jaxflow.presets`
-(``RealNVP``, ``MultiScaleRealNVP``, ``NeuralSplineFlow``, ``MAF``), :mod:`jaxflow.interop` (distrax, imported on first use of ``as_distribution``,
+permutations, ActNorm, affine, LU, masked autoregressive, Invert), :mod:`jaxflow.nets` (conditioners: MLP, MADE,
+ResNet, your own Flax module), :mod:`jaxflow.presets` (``RealNVP``, ``MultiScaleRealNVP``, ``NeuralSplineFlow``,
+``MAF``), :mod:`jaxflow.interop` (distrax, imported on first use of ``as_distribution``,
 ``as_bijector`` or ``FlowBijector``); the application (``train``, ``data``, ``checkpoint``,
 ``cli``, ``plotting``) builds on them.
 """

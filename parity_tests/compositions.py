@@ -54,7 +54,8 @@ TRANSFORMS = st.one_of(st.builds(jaxflow.RQSpline, bins=st.integers(1, 8), bound
 
 def _masked_autoregressive(dim: int):
     made = st.builds(jaxflow.MADE, hidden_dim=st.sampled_from([4, 16]), num_hidden=st.integers(0, 2),
-                     order=st.none() | st.permutations(range(dim)).map(tuple), negative_slope=st.sampled_from([0.01, 0.2]))
+                     order=st.none() | st.permutations(range(dim)).map(tuple),
+                     negative_slope=st.sampled_from([0.01, 0.2]))
     return st.builds(jaxflow.MaskedAutoregressive, transform=TRANSFORMS, conditioner=made, identity_init=st.just(False))
 
 

@@ -69,13 +69,16 @@ def test_quick_run_records_method_environment_and_extras(quick_run):
 
 
 @pytest.mark.parametrize("flow", [jaxflow.RealNVP(dim=5, num_flows=3, hidden_dim=16, num_hidden=2),
-                                  jaxflow.NeuralSplineFlow(dim=5, num_layers=3, bins=4, hidden_dim=16, num_hidden=2)])
+                                  jaxflow.NeuralSplineFlow(dim=5, num_layers=3, bins=4, hidden_dim=16, num_hidden=2),
+                                  jaxflow.MAF(dim=5, num_layers=3, hidden_dim=16, num_hidden=2)])
 def test_conditioner_flops_counts_every_kernel_once_per_event(flow):
     params = jaxflow.init(flow, jax.random.key(0), jnp.float32)
     macs = sum(leaf.size for path, leaf in jax.tree_util.tree_leaves_with_path(params)
                if path[-1].key == "kernel")  # all conditioner layers' in*out, all layers
     assert conditioner_flops(flow, 7, "log_prob") == 2 * 7 * macs
     assert conditioner_flops(flow, 7, "train_step") == 3 * 2 * 7 * macs
+    sample_passes = flow.dim if isinstance(flow, jaxflow.MAF) else 1  # a MAF samples in D passes per layer
+    assert conditioner_flops(flow, 7, "sample") == sample_passes * 2 * 7 * macs
 
 
 def test_interleaved_rounds_shuffle_the_order_and_ratios_pair_rounds():

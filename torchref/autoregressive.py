@@ -69,7 +69,8 @@ class MADE(nn.Module):
 
     def layers(self) -> List[Tuple[nn.Linear, torch.Tensor]]:
         """``(Linear, its mask)`` in order."""
-        return [(self.input, self.input_mask), *((h, self.hidden_mask) for h in self.hidden), (self.dims, self.dims_mask)]
+        return [(self.input, self.input_mask), *((h, self.hidden_mask) for h in self.hidden),
+                (self.dims, self.dims_mask)]
 
     def forward(self, h: torch.Tensor) -> List[torch.Tensor]:
         act = ACTIVATIONS[self.activation]

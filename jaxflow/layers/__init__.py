@@ -44,4 +44,5 @@ def import_all() -> None:
 
 
 __all__ = ["AffineCoupling", "Coupling", "AffineTransform", "RQSpline", "ActNorm", "Affine", "LULinear", "Logit",
-           "Permute", "Squeeze", "Unsqueeze", "FactorOut", "MaskedAutoregressive", "Invert", "MASKS", "IMAGE_MASKS", "SCALES", "PERMUTATIONS"]
+           "Permute", "Squeeze", "Unsqueeze", "FactorOut", "MaskedAutoregressive", "Invert",
+           "MASKS", "IMAGE_MASKS", "SCALES", "PERMUTATIONS"]

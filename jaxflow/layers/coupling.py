@@ -150,14 +150,16 @@ class Coupling(Layer):
     def forward(self, params, x, context, event_shape):
         split = resolve_mask(self.mask, event_shape[0])
         x_cond, x_trans = _take(x, split.cond), _take(x, split.trans)
-        theta = conditioner_numbers(self.conditioner, params, with_context(x_cond, context), self.transform, split.trans.size)
+        theta = conditioner_numbers(self.conditioner, params, with_context(x_cond, context), self.transform,
+                                    split.trans.size)
         z_trans, log_det = self.transform.forward(x_trans, theta)
         return _assemble(x_cond, split.out_cond, z_trans, split.out_trans), log_det.sum(-1)
 
     def inverse(self, params, z, context, event_shape):
         split = resolve_mask(self.mask, event_shape[0])
         z_cond, z_trans = _take(z, split.out_cond), _take(z, split.out_trans)
-        theta = conditioner_numbers(self.conditioner, params, with_context(z_cond, context), self.transform, split.trans.size)
+        theta = conditioner_numbers(self.conditioner, params, with_context(z_cond, context), self.transform,
+                                    split.trans.size)
         x_trans, log_det = self.transform.inverse(z_trans, theta)
         return _assemble(z_cond, split.cond, x_trans, split.trans), log_det.sum(-1)
 

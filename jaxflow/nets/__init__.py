@@ -1,7 +1,7 @@
 """Conditioner networks: specs that own their parameter names, shapes and initialisation.
 
-:class:`MLP` for vector events, :class:`MADE` (masked) for autoregressive layers, :class:`ResNet` (convolutional) for image events ``(H, W, C)``,
-:class:`FlaxConditioner` for your own Flax module; the protocol they share is in
+:class:`MLP` for vector events, :class:`MADE` (masked) for autoregressive layers, :class:`ResNet`
+(convolutional) for image events ``(H, W, C)``, :class:`FlaxConditioner` for your own Flax module; the protocol they share is in
 :mod:`jaxflow.nets.base`.
 """
 
