@@ -7,7 +7,10 @@ A conditioner is a frozen, hashable spec (no arrays) with two pure methods::
 
 A coupling sizes it: ``in_dim`` = conditioning coordinates + context, ``out_dim`` = the
 transform's numbers (:mod:`jaxflow.layers.transforms`); ``identity_init`` asks for
-``zero_last``. :class:`~jaxflow.MLP` and :class:`~jaxflow.ResNet` implement it. Checkpoints
+``zero_last``. :class:`~jaxflow.MLP` and :class:`~jaxflow.ResNet` implement it;
+:class:`~jaxflow.MADE`, the conditioner of :class:`~jaxflow.MaskedAutoregressive` (not of a
+coupling), has its ``init`` and an ``apply(params, h, out_dim, dim)`` that also takes the
+number ``dim`` of autoregressive coordinates at the front of ``h``. Checkpoints
 name a spec by its class (:func:`jaxflow.register`): an unregistered one is refused by
 :func:`jaxflow.checkpoint.save`, before anything is written.
 """
