@@ -16,7 +16,8 @@ Layout: :mod:`jaxflow.core` (the layer protocol, ``Chain``/``Repeat``, flow spec
 ``log_prob``, init, validation), :mod:`jaxflow.layers` (couplings, transforms (affine, rational-quadratic spline), masks, scale maps,
 permutations, ActNorm, affine, LU), :mod:`jaxflow.nets` (conditioners: MLP, ResNet, your own Flax module), :mod:`jaxflow.presets`
 (``RealNVP``, ``MultiScaleRealNVP``, ``NeuralSplineFlow``), :mod:`jaxflow.interop` (distrax, imported on first use of ``as_distribution``,
-``as_bijector`` or ``FlowBijector``); the application (``train``, ``data``, ``checkpoint``,
+``as_bijector`` or ``FlowBijector``; NumPyro, optional, on first use of ``as_numpyro``); the application
+(``train`` with ``vi``'s variational fitting, ``data``, ``checkpoint``,
 ``cli``, ``plotting``) builds on them.
 """
 
@@ -43,6 +44,7 @@ _HOMES = {
     "register": "jaxflow.core.serialize",
     **dict.fromkeys(("RealNVP", "MultiScaleRealNVP", "NeuralSplineFlow"), "jaxflow.presets"),
     **dict.fromkeys(("FlowBijector", "as_bijector", "as_distribution"), "jaxflow.interop.distrax_adapter"),
+    "as_numpyro": "jaxflow.interop.numpyro",
 }
 
 
@@ -57,6 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover  (static analysers see the lazy names)
     from jaxflow.core.layer import Chain, Layer, Repeat  # noqa: F401
     from jaxflow.core.spec import Flow, FlowSpec  # noqa: F401
     from jaxflow.interop.distrax_adapter import FlowBijector, as_bijector, as_distribution  # noqa: F401
+    from jaxflow.interop.numpyro import as_numpyro  # noqa: F401
     from jaxflow.core.serialize import register  # noqa: F401
     from jaxflow.layers import (  # noqa: F401
         IMAGE_MASKS, MASKS, SCALES, ActNorm, Affine, AffineCoupling, AffineTransform, Coupling, FactorOut, LULinear,
@@ -108,4 +111,5 @@ __all__ = [
     "FlowBijector",
     "as_bijector",
     "as_distribution",
+    "as_numpyro",
 ]
