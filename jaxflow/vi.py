@@ -56,7 +56,7 @@ from jaxflow.core.validation import as_context, check_key
 from jaxflow.train import FitResult, TrainConfig, TrainState, descent_step, init_state, keep_best, optimizer, \
     run_steps, scanned_steps
 
-__all__ = ["LogEvidence", "VIResult", "log_evidence", "fit_vi"]
+__all__ = ["LogEvidence", "VIResult", "evidence", "log_evidence", "fit_vi"]
 
 LogDensity = Callable[[jax.Array], jax.Array]
 
@@ -141,9 +141,13 @@ def _require_samples(num_samples, owner: str) -> None:
                          f"got {num_samples!r}")
 
 
-def _evidence(log_w: jax.Array) -> LogEvidence:
-    log_w = np.asarray(log_w, np.float64)
+def evidence(log_weights) -> LogEvidence:
+    """The :class:`LogEvidence` of the log weights ``log p~(x_i) - log q(x_i)`` of ``N >= 2`` draws
+    ``x_i ~ q``, shape ``(N, *batch)``, for any ``q`` (e.g. another library's guide): the estimators
+    of the module docstring."""
+    log_w = np.asarray(log_weights, np.float64)
     n = len(log_w)
+    _require_samples(n, "evidence")
     relative = np.exp(log_w - log_w.max(0))
     ess = relative.sum(0) ** 2 / (relative**2).sum(0)
     host = lambda a: float(a) if np.ndim(a) == 0 else np.asarray(a)
@@ -171,7 +175,7 @@ def log_evidence(flow: FlowSpec, params, log_density: LogDensity, num_samples: i
     check_key(key, "log_evidence")
     _require_samples(num_samples, "log_evidence")
     context = as_context(flow, context, dtype)
-    return _evidence(_check_log_density(flow, params, log_density, key, num_samples, context, "log_evidence"))
+    return evidence(_check_log_density(flow, params, log_density, key, num_samples, context, "log_evidence"))
 
 
 @functools.lru_cache(maxsize=8)
@@ -238,6 +242,6 @@ def fit_vi(flow: FlowSpec, log_density: LogDensity, config: TrainConfig, context
 
     log_elbo = None if log is None else lambda step, chunk_losses, value: log(step, -float(chunk_losses.mean()), -value)
     result: FitResult = run_steps(state, config, run_chunk, validate, checkpoint, progress, log_elbo, metric="neg_elbo")
-    evidence = _evidence(_log_weights(flow, result.state.best_params, log_density, evidence_key, num_samples, context))
+    estimate = evidence(_log_weights(flow, result.state.best_params, log_density, evidence_key, num_samples, context))
     elbo = -np.concatenate(losses) if losses else np.zeros(0)
-    return VIResult(result.state, result.status, result.signal, elbo, evidence)
+    return VIResult(result.state, result.status, result.signal, elbo, estimate)
