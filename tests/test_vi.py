@@ -131,3 +131,17 @@ def test_a_bad_log_density_is_a_one_line_error(log_density, error, message):
 def test_num_samples_must_allow_a_standard_error():
     with pytest.raises(ValueError, match=r"fit_vi: num_samples must be an int >= 2.*got 1"):
         train.fit_vi(GAUSSIAN_FLOW, gaussian, CONFIG, num_samples=1, progress=False)
+
+
+def test_divergence_stops_at_the_step_keeping_the_last_good_parameters():
+    """A target that is -inf outside a box passes the check at the start (q = N(0, I) stays inside),
+    then a huge constant learning rate throws draws out of it: the run stops at that step (2 here)
+    with the parameters of a run of the steps before it."""
+    boxed = lambda x: jnp.where(jnp.abs(x).max(-1) < 20, gaussian(x), -jnp.inf)
+    config = dataclasses.replace(CONFIG, steps=50, lr=50.0, lr_schedule="constant", eval_every=10)
+    with pytest.raises(train.TrainingDiverged, match=r"the loss is inf at step 2; no checkpoint was written yet") as err:
+        train.fit_vi(GAUSSIAN_FLOW, boxed, config, num_samples=64, dtype=jnp.float64, progress=False)
+    before = train.fit_vi(GAUSSIAN_FLOW, boxed, dataclasses.replace(config, steps=1), num_samples=64,
+                          dtype=jnp.float64, progress=False)
+    assert err.value.state.step == 1
+    assert _leaves_equal(err.value.state.params, before.state.params)
