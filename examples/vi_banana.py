@@ -18,7 +18,6 @@ standard error and effective sample size. Prints one table per target; ``--out``
 """
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -32,9 +31,9 @@ import numpyro.distributions as dist
 from scipy.stats import norm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # vi_common, from any working directory
-from vi_common import GUIDES, fit_guide, result_dict, row, score_guide, unconstrained_log_density  # noqa: E402
+from vi_common import (GUIDES, fit_guide, realnvp, result_dict, row, score_guide,  # noqa: E402
+                       unconstrained_log_density)
 
-import jaxflow as jf  # noqa: E402
 from jaxflow import train  # noqa: E402
 
 A, B = 2.0, 0.5
@@ -93,9 +92,8 @@ def main():
                 config = train.TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=seed,
                                            eval_every=args.steps, patience=0)
                 if method == "jaxflow fit_vi RealNVP":  # the same flow as the AutoFlowGuide's, fitted by fit_vi
-                    flow = GUIDES["jaxflow RealNVP"](model)._flow_or_builder(2)
                     start = time.perf_counter()
-                    fitted = train.fit_vi(flow, log_density, config, num_samples=args.samples, progress=False)
+                    fitted = train.fit_vi(realnvp(2), log_density, config, num_samples=args.samples, progress=False)
                     runs.append(result_dict(fitted.evidence, time.perf_counter() - start))
                 else:
                     guide, params, _, seconds = fit_guide(model, GUIDES[method], config)

@@ -26,10 +26,16 @@ from jaxflow import train
 from jaxflow.interop.numpyro import AutoFlowGuide
 from jaxflow.vi import evidence
 
-# NumPyro's defaults, except AutoIAFNormal with 4 flows (3 by default) to match the jaxflow guide's depth
+
+
+def realnvp(dim: int) -> jf.RealNVP:
+    """The RealNVP of the jaxflow guide (and of ``fit_vi`` in ``vi_banana.py``): the identity at init, ``N(0, I)``."""
+    return jf.RealNVP(dim=dim, num_flows=8, hidden_dim=32, num_hidden=2, scale="tanh", identity_init=True)
+
+
+# NumPyro's defaults, except AutoIAFNormal with 4 flows (3 by default)
 GUIDES = {
-    "jaxflow RealNVP": lambda model: AutoFlowGuide(model, flow=lambda d: jf.RealNVP(
-        dim=d, num_flows=8, hidden_dim=32, num_hidden=2, scale="tanh", identity_init=True)),
+    "jaxflow RealNVP": lambda model: AutoFlowGuide(model, flow=realnvp),
     "jaxflow NSF": lambda model: AutoFlowGuide(model, flow=lambda d: jf.NeuralSplineFlow(
         dim=d, num_layers=4, bound=5.0, hidden_dim=32, num_hidden=2)),
     "numpyro AutoIAFNormal": lambda model: AutoIAFNormal(model, num_flows=4),

@@ -58,7 +58,8 @@ def exact(points: int = 20_001) -> dict:
     log_z = logsumexp(log_terms)
     weights = np.exp(log_terms - log_z)
     mean = float((weights * s).sum())
-    return {"log_z": float(log_z), "log_tau_mean": mean, "log_tau_sd": float(np.sqrt((weights * (s - mean) ** 2).sum()))}
+    sd = float(np.sqrt((weights * (s - mean) ** 2).sum()))
+    return {"log_z": float(log_z), "log_tau_mean": mean, "log_tau_sd": sd}
 
 
 def main():

@@ -54,9 +54,8 @@ def nuts(model, warmup: int, draws: int, seed: int, to_y):
     mcmc.post_warmup_state = mcmc.last_state
     start = time.perf_counter()
     mcmc.run(jax.random.PRNGKey(seed + 2), extra_fields=("diverging",))
-    y = np.asarray(to_y(mcmc.get_samples()))
     seconds = time.perf_counter() - start
-    return int(mcmc.get_extra_fields()["diverging"].sum()), y, seconds
+    return int(mcmc.get_extra_fields()["diverging"].sum()), np.asarray(to_y(mcmc.get_samples())), seconds
 
 
 def main():
@@ -94,7 +93,7 @@ def main():
                 latent = f"{guide.prefix}_shared_latent"
                 divergences, y, seconds = nuts(neutra.reparam(funnel), args.warmup, args.draws, seed,
                                                lambda s: neutra.transform_sample(s[latent])["y"])
-            ess = float(min(effective_sample_size(y[None, :, None])[0], effective_sample_size(y[None, :, None] ** 2)[0]))
+            ess = float(min(effective_sample_size(power[None, :, None])[0] for power in (y, y**2)))
             run.update(divergences=divergences, y_mean=float(y.mean()), y_sd=float(y.std()), ess=ess,
                        nuts_seconds=seconds, ess_per_second=ess / seconds)
             runs.append(run)

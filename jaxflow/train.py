@@ -525,9 +525,9 @@ def fit(flow: FlowSpec, x_train, x_val, config: TrainConfig, *, context_train=No
     state = state._replace(**replicate({"params": state.params, "opt_state": state.opt_state, "rng": state.rng,
                                         "best_params": state.best_params}))
     x, c = (None if a is None else replicate(np.asarray(a, dtype)) for a in (x_train, context_train))
+    log_means = None if log is None else lambda step, losses, val_nll: log(step, float(losses.mean()), val_nll)
     return run_steps(state, config, lambda *state_args: train_step(*state_args, x, c),
-                     lambda state: _validate(flow, x_val, context_val, state, mesh),
-                     checkpoint, progress, None if log is None else lambda step, losses, val_nll: log(step, float(losses.mean()), val_nll))
+                     lambda state: _validate(flow, x_val, context_val, state, mesh), checkpoint, progress, log_means)
 
 
 def run_steps(state: TrainState, config: TrainConfig, run_chunk: Callable, validate: Callable,

@@ -128,10 +128,11 @@ def _check_log_density(flow: FlowSpec, params, log_density, key, count: int, con
     bad = ~np.isfinite(np.asarray(log_w))
     if bad.any():
         draws = np.asarray(sample_and_log_prob(flow, params, key, count, context=context)[0])
-        example = draws[np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)]
+        example = draws[np.unravel_index(int(np.flatnonzero(bad)[0]), bad.shape)].ravel()
+        example = np.array2string(example, precision=4, threshold=8, max_line_width=10**6)
         raise ValueError(f"{owner}: log_density (or log q) is not finite at {int(bad.sum())} of {bad.size} draws "
-                         f"from the flow, e.g. x = {np.array2string(example, precision=4, threshold=8)}; the ELBO "
-                         "needs a finite log-density wherever q puts mass (map constrained variables to R^D)")
+                         f"from the flow, e.g. x = {example}; the ELBO needs a finite log-density wherever q puts "
+                         "mass (map constrained variables to R^D)")
     return log_w
 
 

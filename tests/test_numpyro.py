@@ -129,7 +129,8 @@ def test_neutra_with_the_guide_recovers_the_posterior(trained_guide):
         draws = neutra.transform_sample(latent)
     assert latent.shape == (300, 3)
     assert {k: v.shape for k, v in draws.items()} == {"a": (300,), "b": (300,), "s": (300,)}
-    for chain, mean, sd in ((draws["a"], 1.0, 2.0), (draws["b"], 1.0, math.hypot(2, 0.5)), (jnp.log(draws["s"]), 0.0, 1.0)):
+    truths = ((draws["a"], 1.0, 2.0), (draws["b"], 1.0, math.hypot(2, 0.5)), (jnp.log(draws["s"]), 0.0, 1.0))
+    for chain, mean, sd in truths:
         chain = np.asarray(chain)
         stderr = sd / math.sqrt(effective_sample_size(chain[None, :, None])[0])
         assert abs(chain.mean() - mean) < 4 * stderr, (chain.mean(), mean, stderr)
