@@ -145,3 +145,17 @@ def test_divergence_stops_at_the_step_keeping_the_last_good_parameters():
                           dtype=jnp.float64, progress=False)
     assert err.value.state.step == 1
     assert _leaves_equal(err.value.state.params, before.state.params)
+
+
+def test_a_conditional_flow_fits_a_batch_of_contexts_at_once():
+    """Amortised VI: q(x | c) fitted to N(c 1, I) at c = 0, 1, 2 together (the loss averages over
+    the contexts); each context's ELBO and IW log Z reach log Z = log(2 pi) (measured: within 0.003)."""
+    flow = jaxflow.RealNVP(dim=2, num_flows=2, hidden_dim=16, num_hidden=1, context_dim=1, identity_init=True)
+    context = jnp.array([[0.0], [1.0], [2.0]])
+    config = train.TrainConfig(steps=300, batch_size=32, lr=1e-2, eval_every=100)
+    result = train.fit_vi(flow, lambda x: -0.5 * jnp.sum((x - context) ** 2, -1), config, context, num_samples=1000,
+                          dtype=jnp.float64, progress=False)
+    evidence, log_z = result.evidence, math.log(2 * math.pi)
+    assert evidence.elbo.shape == evidence.log_z.shape == (3,)
+    assert np.all(log_z - evidence.elbo < 0.02) and np.all(evidence.elbo <= evidence.log_z)
+    assert np.all(np.abs(evidence.log_z - log_z) < 4 * evidence.log_z_stderr + 1e-3)
