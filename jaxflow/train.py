@@ -29,6 +29,10 @@ reads the losses back once per call, not once per step. On a :class:`jax.shardin
 each batch is sharded over the axis: one ``jax.jit`` program that XLA's SPMD partitioner splits
 (each device draws and differentiates its rows; the gradient's mean becomes an all-reduce), so
 ``N`` devices compute the function one device computes, up to float32 summation order.
+
+Variational inference (:func:`fit_vi`, :func:`log_evidence`: a flow fitted to an unnormalised
+density by the ELBO) lives in :mod:`jaxflow.vi` and runs on this module's config, optimiser, loop
+(:func:`run_steps`) and checkpoints; its names load from here on first use.
 """
 
 from __future__ import annotations
