@@ -17,7 +17,8 @@ Layout: :mod:`jaxflow.core` (the layer protocol, ``Chain``/``Repeat``, flow spec
 permutations, ActNorm, affine, LU, masked autoregressive, Invert), :mod:`jaxflow.nets` (conditioners: MLP, MADE,
 ResNet, your own Flax module), :mod:`jaxflow.presets` (``RealNVP``, ``MultiScaleRealNVP``, ``NeuralSplineFlow``,
 ``MAF``), :mod:`jaxflow.interop` (distrax, imported on first use of ``as_distribution``,
-``as_bijector`` or ``FlowBijector``); the application (``train``, ``data``, ``checkpoint``,
+``as_bijector`` or ``FlowBijector``; NumPyro, optional, on first use of ``as_numpyro``); the application
+(``train`` with ``vi``'s variational fitting, ``data``, ``checkpoint``,
 ``cli``, ``plotting``) builds on them.
 """
 
@@ -44,6 +45,7 @@ _HOMES = {
     "register": "jaxflow.core.serialize",
     **dict.fromkeys(("RealNVP", "MultiScaleRealNVP", "NeuralSplineFlow", "MAF"), "jaxflow.presets"),
     **dict.fromkeys(("FlowBijector", "as_bijector", "as_distribution"), "jaxflow.interop.distrax_adapter"),
+    "as_numpyro": "jaxflow.interop.numpyro",
 }
 
 
@@ -58,6 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover  (static analysers see the lazy names)
     from jaxflow.core.layer import Chain, Layer, Repeat  # noqa: F401
     from jaxflow.core.spec import Flow, FlowSpec  # noqa: F401
     from jaxflow.interop.distrax_adapter import FlowBijector, as_bijector, as_distribution  # noqa: F401
+    from jaxflow.interop.numpyro import as_numpyro  # noqa: F401
     from jaxflow.core.serialize import register  # noqa: F401
     from jaxflow.layers import (  # noqa: F401
         IMAGE_MASKS, MASKS, SCALES, ActNorm, Affine, AffineCoupling, AffineTransform, Coupling, FactorOut, Invert,
@@ -113,4 +116,5 @@ __all__ = [
     "FlowBijector",
     "as_bijector",
     "as_distribution",
+    "as_numpyro",
 ]

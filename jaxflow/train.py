@@ -29,6 +29,10 @@ reads the losses back once per call, not once per step. On a :class:`jax.shardin
 each batch is sharded over the axis: one ``jax.jit`` program that XLA's SPMD partitioner splits
 (each device draws and differentiates its rows; the gradient's mean becomes an all-reduce), so
 ``N`` devices compute the function one device computes, up to float32 summation order.
+
+Variational inference (:func:`fit_vi`, :func:`log_evidence`: a flow fitted to an unnormalised
+density by the ELBO) lives in :mod:`jaxflow.vi` and runs on this module's config, optimiser, loop
+(:func:`run_steps`) and checkpoints; its names load from here on first use.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxflow._lazy import lazy_names
 from jaxflow.core.flow import log_prob
 from jaxflow.core.init import init, params_dtype
 from jaxflow.core.layer import Chain
@@ -55,6 +60,10 @@ from jaxflow.layers.elementwise import Affine
 from jaxflow.layers.logit import Logit
 from jaxflow.layers.names import PREPROCESSING
 from jaxflow.units import lattice_nll
+
+# variational inference lives in jaxflow.vi (which builds on this module), loaded on first use
+__getattr__, __dir__ = lazy_names(globals(), dict.fromkeys(("fit_vi", "log_evidence", "LogEvidence", "VIResult"),
+                                                           "jaxflow.vi"))
 
 __all__ = [
     "standardize",
@@ -73,6 +82,14 @@ __all__ = [
     "FitResult",
     "TrainingDiverged",
     "fit",
+    "descent_step",
+    "scanned_steps",
+    "run_steps",
+    "keep_best",
+    "fit_vi",
+    "log_evidence",
+    "LogEvidence",
+    "VIResult",
 ]
 
 
@@ -362,28 +379,44 @@ def make_train_step(flow: FlowSpec, config: TrainConfig, mesh: Optional[Mesh] = 
 
 @functools.lru_cache(maxsize=16)
 def _train_step(flow: FlowSpec, config: TrainConfig, mesh: Mesh) -> Callable:
-    tx = optimizer(config)
     batch_sharding = NamedSharding(mesh, BATCH)
 
-    def loss_fn(params, rows, x, context):
+    def loss_fn(params, key, x, context):
+        rows = jax.random.randint(key, (config.batch_size,), 0, x.shape[0], dtype=jnp.int32)
         shard = lambda a: None if a is None else jax.lax.with_sharding_constraint(a[rows], batch_sharding)
         return -log_prob(flow, params, shard(x), context=shard(context)).mean()
 
-    def step(params, opt_state, key, x, context):
-        rows = jax.random.randint(key, (config.batch_size,), 0, x.shape[0], dtype=jnp.int32)
-        loss, grads = jax.value_and_grad(loss_fn)(params, rows, x, context)
+    chunk = scanned_steps(descent_step(optimizer(config), loss_fn), config.steps_per_call)
+    return jax.jit(chunk, donate_argnums=(0, 1), out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+
+def descent_step(tx: optax.GradientTransformation, loss_fn: Callable) -> Callable:
+    """One optimiser step on ``loss_fn(params, key, *args)``:
+    ``(params, opt_state, key, *args) -> (params, opt_state, loss)``."""
+
+    def step(params, opt_state, key, *args):
+        loss, grads = jax.value_and_grad(loss_fn)(params, key, *args)
         with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes int32 counts with floats
             updates, new_opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), new_opt_state, loss
 
-    def chunk(params, opt_state, rng, k, n, x, context):
+    return step
+
+
+def scanned_steps(step: Callable, steps_per_call: int) -> Callable:
+    """``K = steps_per_call`` calls of ``step`` (:func:`descent_step`) in one ``lax.scan``,
+    ``(params, opt_state, rng, k, n, *args) -> (params, opt_state, losses (K,))``: step ``k + i``
+    gets the key ``fold_in(rng, k + i)``, and only the first ``n`` steps, up to the first
+    non-finite loss, are applied (:func:`make_train_step` states the contract)."""
+
+    def chunk(params, opt_state, rng, k, n, *args):
         dtype = params_dtype(params)
 
         def body(carry, i):
             params, opt_state, finite_so_far = carry
             active = finite_so_far & (i < n)
             key = jax.random.fold_in(jax.random.wrap_key_data(rng), k + i)
-            new_params, new_opt_state, loss = step(params, opt_state, key, x, context)
+            new_params, new_opt_state, loss = step(params, opt_state, key, *args)
             # a select, not lax.cond: XLA:CPU runs convolution gradients inside a conditional's
             # (or a loop's) body ~40x slower (bench/conv_scan.py); an inactive step is discarded
             keep = active & jnp.isfinite(loss)
@@ -393,11 +426,11 @@ def _train_step(flow: FlowSpec, config: TrainConfig, mesh: Mesh) -> Callable:
 
         # unroll=0 for K == 1: straight-line code, no while loop around the step (see above)
         (params, opt_state, _), losses = jax.lax.scan(body, (params, opt_state, jnp.array(True)),
-                                                      jnp.arange(config.steps_per_call, dtype=jnp.int32),
-                                                      unroll=0 if config.steps_per_call == 1 else 1)
+                                                      jnp.arange(steps_per_call, dtype=jnp.int32),
+                                                      unroll=0 if steps_per_call == 1 else 1)
         return params, opt_state, losses
 
-    return jax.jit(chunk, donate_argnums=(0, 1), out_shardings=NamedSharding(mesh, PartitionSpec()))
+    return chunk
 
 
 def is_finished(state: TrainState, config: TrainConfig) -> bool:
@@ -496,16 +529,32 @@ def fit(flow: FlowSpec, x_train, x_val, config: TrainConfig, *, context_train=No
     state = state._replace(**replicate({"params": state.params, "opt_state": state.opt_state, "rng": state.rng,
                                         "best_params": state.best_params}))
     x, c = (None if a is None else replicate(np.asarray(a, dtype)) for a in (x_train, context_train))
-    validate = lambda state: _validate(flow, x_val, context_val, state, mesh)
+    log_means = None if log is None else lambda step, losses, val_nll: log(step, float(losses.mean()), val_nll)
+    return run_steps(state, config, lambda *state_args: train_step(*state_args, x, c),
+                     lambda state: _validate(flow, x_val, context_val, state, mesh), checkpoint, progress, log_means)
+
+
+def run_steps(state: TrainState, config: TrainConfig, run_chunk: Callable, validate: Callable,
+              checkpoint: Optional[Callable[[TrainState], None]] = None, progress: bool = True,
+              log: Optional[Callable[[int, np.ndarray, float], None]] = None, metric: str = "val_nll") -> FitResult:
+    """The training loop of :func:`fit` (and :func:`jaxflow.vi.fit_vi`) from ``state`` until :func:`is_finished`.
+
+    ``run_chunk(params, opt_state, rng, k, n) -> (params, opt_state, losses)`` runs steps ``k, ...,
+    k + n - 1`` (:func:`make_train_step`'s contract); every ``eval_every`` steps and at the end
+    ``validate(state) -> (state, value)`` scores and keeps the best parameters, then
+    ``checkpoint(state)`` and ``log(step, losses since the last validation, value)``. A non-finite
+    loss raises :class:`TrainingDiverged`; SIGINT/SIGTERM save and return ``"interrupted"``. The
+    progress bar shows the last loss and the last ``metric``.
+    """
     save = checkpoint or (lambda state: None)
     last_saved = state.step if state.step > 0 else None
-    val_nll = state.best_val_nll
-    train_losses = []  # the batch NLLs since the last validation
+    value = state.best_val_nll
+    train_losses = []  # the batch losses since the last validation
     with _signals_caught() as received, _progress_bar(config, state, progress) as bar:
         while not is_finished(state, config):
             count = min(config.steps_per_call, config.steps - state.step, config.eval_every - state.step % config.eval_every)
-            params, opt_state, losses = train_step(state.params, state.opt_state, state.rng, np.int32(state.step),
-                                                   np.int32(count), x, c)
+            params, opt_state, losses = run_chunk(state.params, state.opt_state, state.rng, np.int32(state.step),
+                                                  np.int32(count))
             losses = np.asarray(losses)[:count]  # waits for the call: one host sync per call
             done = int(np.argmin(np.isfinite(losses))) if not np.isfinite(losses).all() else count
             state = state._replace(step=state.step + done, params=params, opt_state=opt_state)
@@ -513,14 +562,14 @@ def fit(flow: FlowSpec, x_train, x_val, config: TrainConfig, *, context_train=No
                 raise TrainingDiverged(state.step + 1, float(losses[done]), last_saved, state)
             train_losses.append(losses)
             if state.step % config.eval_every == 0 or state.step == config.steps:
-                state, val_nll = validate(state)
+                state, value = validate(state)
                 save(state)
                 last_saved = state.step
                 if log is not None:
-                    log(state.step, float(np.concatenate(train_losses).mean()), val_nll)
+                    log(state.step, np.concatenate(train_losses), value)
                 train_losses = []
             if progress:
-                bar.set_postfix(loss=f"{losses[-1]:.4f}", val_nll=f"{val_nll:.4f}", refresh=False)
+                bar.set_postfix({"loss": f"{losses[-1]:.4f}", metric: f"{value:.4f}"}, refresh=False)
                 bar.update(count)
             if received:
                 if last_saved != state.step:
@@ -533,8 +582,14 @@ def _validate(flow: FlowSpec, x_val, context_val, state: TrainState,
               mesh: Optional[Mesh] = None) -> tuple[TrainState, float]:
     """Validation NLL of the current parameters; a copy of them becomes the best if they improve
     on it (the training step donates the parameters' buffers)."""
-    val_nll = mean_nll(flow, state.params, x_val, context_val, mesh=mesh)
-    if val_nll < state.best_val_nll:
+    return keep_best(state, mean_nll(flow, state.params, x_val, context_val, mesh=mesh))
+
+
+def keep_best(state: TrainState, value: float) -> tuple[TrainState, float]:
+    """``(state, value)`` after an evaluation scoring the current parameters ``value`` (lower is
+    better): a copy of them becomes the best if they improve on ``best_val_nll`` (the training step
+    donates the parameters' buffers), else ``evals_since_best`` counts one more."""
+    if value < state.best_val_nll:
         best = jax.tree.map(jnp.copy, state.params)
-        return state._replace(best_params=best, best_val_nll=val_nll, evals_since_best=0), val_nll
-    return state._replace(evals_since_best=state.evals_since_best + 1), val_nll
+        return state._replace(best_params=best, best_val_nll=value, evals_since_best=0), value
+    return state._replace(evals_since_best=state.evals_since_best + 1), value
