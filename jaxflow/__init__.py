@@ -41,7 +41,7 @@ _HOMES = {
                      "FactorOut"), "jaxflow.layers"),
     **dict.fromkeys(("MLP", "ResNet", "FlaxConditioner"), "jaxflow.nets"),
     "register": "jaxflow.core.serialize",
-    **dict.fromkeys(("RealNVP", "MultiScaleRealNVP", "NeuralSplineFlow"), "jaxflow.presets"),
+    **dict.fromkeys(("RealNVP", "MultiScaleRealNVP", "Glow", "NeuralSplineFlow"), "jaxflow.presets"),
     **dict.fromkeys(("FlowBijector", "as_bijector", "as_distribution"), "jaxflow.interop.distrax_adapter"),
 }
 
@@ -63,11 +63,12 @@ if TYPE_CHECKING:  # pragma: no cover  (static analysers see the lazy names)
         Logit, Permute, RQSpline, Squeeze, Unsqueeze,
     )
     from jaxflow.nets import MLP, FlaxConditioner, ResNet  # noqa: F401
-    from jaxflow.presets import MultiScaleRealNVP, NeuralSplineFlow, RealNVP  # noqa: F401
+    from jaxflow.presets import Glow, MultiScaleRealNVP, NeuralSplineFlow, RealNVP  # noqa: F401
 
 __all__ = [
     "RealNVP",
     "MultiScaleRealNVP",
+    "Glow",
     "NeuralSplineFlow",
     "Flow",
     "FlowSpec",
