@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from jaxflow.core.layer import Chain, Layer, Repeat, require_int
 from jaxflow.core.spec import FlowSpec
@@ -86,6 +86,8 @@ class RealNVP(FlowSpec):
       scan_unroll: ``unroll`` of the ``jax.lax.scan`` over layers; ``1`` keeps compile time flat in
         ``num_flows``, ``True`` (stored as ``num_flows``) unrolls every layer, for comparison.
       context_dim: size of the context of a conditional density ``p(x | c)``; ``0``: unconditional.
+      embedding, embedding_dim: a learned network of the context and the size of its output, which
+        every conditioner sees instead of ``c`` (:class:`~jaxflow.FlowSpec`); ``None``, ``0``: none.
     """
 
     dim: int
@@ -99,6 +101,8 @@ class RealNVP(FlowSpec):
     compute_dtype: Optional[str] = None
     scan_unroll: int | bool = 1
     context_dim: int = 0
+    embedding: Optional[Any] = None
+    embedding_dim: int = 0
 
     context_affine = None
 
@@ -163,7 +167,7 @@ class MultiScaleRealNVP(FlowSpec):
     as one ``lax.scan`` (:class:`~jaxflow.Repeat`), unrolled by ``scan_unroll``. ``f`` maps
     ``(..., H, W, C)`` to a latent of the same shape (the factored coordinates put back in place by the ``Unsqueeze``), and
     ``log_prob`` uses ``N(0, I)`` over all ``H W C`` coordinates. ``H`` and ``W`` must divide
-    by ``2 ** (num_scales - 1)``.
+    by ``2 ** (num_scales - 1)``. ``context_dim``, ``embedding`` and ``embedding_dim``: as :class:`Glow`'s.
 
     ``scan_unroll`` is each ``Repeat``'s ``unroll`` (at most its length); ``True`` (stored as
     ``couplings_per_scale``), the default, unrolls them all. On XLA:CPU a convolution's gradient
@@ -185,6 +189,8 @@ class MultiScaleRealNVP(FlowSpec):
     compute_dtype: Optional[str] = None
     scan_unroll: int | bool = True
     context_dim: int = 0
+    embedding: Optional[Any] = None
+    embedding_dim: int = 0
 
     context_affine = None
 
@@ -271,6 +277,8 @@ class Glow(FlowSpec):
       scan_unroll: ``unroll`` of each pair ``Repeat`` (``True``: all).
       context_dim: size of the context of ``p(x | c)``, broadcast to every pixel as channels of
         every conditioner's input; ``0``: unconditional.
+      embedding, embedding_dim: a learned network of the context and the size of its output, which
+        every conditioner sees instead of ``c`` (:class:`~jaxflow.FlowSpec`); ``None``, ``0``: none.
 
     References:
       Kingma, Dhariwal. Glow: Generative Flow with Invertible 1x1 Convolutions. NeurIPS 2018.
@@ -288,6 +296,8 @@ class Glow(FlowSpec):
     compute_dtype: Optional[str] = None
     scan_unroll: int | bool = True
     context_dim: int = 0
+    embedding: Optional[Any] = None
+    embedding_dim: int = 0
 
     context_affine = None
 
@@ -344,6 +354,8 @@ class NeuralSplineFlow(FlowSpec):
       negative_slope: leaky_relu's slope in the conditioner.
       scan_unroll: ``unroll`` of the scan over layers (``True``: all).
       context_dim: size of the context of a conditional density ``p(x | c)``; ``0``: unconditional.
+      embedding, embedding_dim: a learned network of the context and the size of its output, which
+        every conditioner sees instead of ``c`` (:class:`~jaxflow.FlowSpec`); ``None``, ``0``: none.
 
     References:
       Durkan, Bekasov, Murray, Papamakarios. Neural Spline Flows. NeurIPS 2019.
@@ -358,6 +370,8 @@ class NeuralSplineFlow(FlowSpec):
     negative_slope: float = 0.01
     scan_unroll: int | bool = 1
     context_dim: int = 0
+    embedding: Optional[Any] = None
+    embedding_dim: int = 0
 
     context_affine = None
 
