@@ -56,9 +56,10 @@ def test_log_prob_and_sample_are_the_layers_on_the_embedded_context(name):
     layers_alone = jf.Flow(flow.event_shape, flow.layers, context_dim=3)
     expected = jf.log_prob(layers_alone, params["layers"], x, context=embedded)
     assert_close(jf.log_prob(flow, params, x, context=c), expected, "same_math")
-    key = jax.random.key(3)
-    assert_close(jf.sample(flow, params, key, 2, context=c),
-                 jf.sample(layers_alone, params["layers"], key, 2, context=embedded), "same_math")
+    if name == "glow":  # sampling by context (one preset: each compiles the inverse)
+        key = jax.random.key(3)
+        assert_close(jf.sample(flow, params, key, 2, context=c),
+                     jf.sample(layers_alone, params["layers"], key, 2, context=embedded), "same_math")
 
 
 def test_the_gradient_reaches_every_embedding_parameter_and_training_moves_them(tmp_path):
