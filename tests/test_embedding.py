@@ -6,11 +6,13 @@ fresh process), and a bad embedding fails in one line. Its torch twin: ``parity_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,10 +35,11 @@ FLOWS = {
 }
 
 
-def _setup(flow, seed=0):
-    params = perturb(jf.init(flow, jax.random.key(seed), jnp.float64), seed + 1, 0.2)
+def _setup(flow, seed=0, dtype=jnp.float64):
+    params = perturb(jf.init(flow, jax.random.key(seed), dtype), seed + 1, 0.2)
     rng = np.random.default_rng(seed)
-    return params, rng.uniform(-1, 1, (5, *flow.event_shape)), rng.standard_normal((5, flow.context_dim))
+    x, c = rng.uniform(-1, 1, (5, *flow.event_shape)), rng.standard_normal((5, flow.context_dim))
+    return params, x.astype(dtype), c.astype(dtype)
 
 
 def _mlp_by_hand(params, h):
@@ -60,6 +63,23 @@ def test_log_prob_and_sample_are_the_layers_on_the_embedded_context(name):
         key = jax.random.key(3)
         assert_close(jf.sample(flow, params, key, 2, context=c),
                      jf.sample(layers_alone, params["layers"], key, 2, context=embedded), "same_math")
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearEmbedding(jf.FlaxConditioner):
+    """A user's embedding: one ``Dense`` layer, ``c W + b``."""
+
+    def module(self, out_dim):
+        return flax.linen.Dense(out_dim, name="output")
+
+
+def test_a_flax_conditioner_is_an_embedding():
+    flow = jf.Flow((3,), FLOWS["flow"].layers, context_dim=2, embedding=LinearEmbedding(), embedding_dim=4)
+    params, x, c = _setup(flow, dtype=jnp.float32)  # the module's Dense is float32
+    dense = params["embedding"]
+    embedded = c @ np.asarray(dense["kernel"]) + np.asarray(dense["bias"])
+    expected = jf.log_prob(jf.Flow((3,), flow.layers, context_dim=4), params["layers"], x, context=embedded)
+    assert_close(jf.log_prob(flow, params, x, context=c), expected, "same_math", jnp.float32)
 
 
 def test_the_gradient_reaches_every_embedding_parameter_and_training_moves_them(tmp_path):
