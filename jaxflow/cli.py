@@ -123,7 +123,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-hidden", type=int, help="hidden layers per conditioner K" + default("num_hidden"))
     p.add_argument("--num-scales", type=int, help="image data: scales of the MultiScaleRealNVP or Glow" + default("num_scales"))
     p.add_argument("--couplings-per-scale", type=int,
-                   help="image data: checkerboard (and channel) couplings per scale" + default("couplings_per_scale"))
+                   help="image data: checkerboard (and channel) couplings per scale; --flow glow: steps of flow "
+                        "per scale" + default("couplings_per_scale"))
     p.add_argument("--channels", type=int, help="image data: features of each coupling's ResNet" + default("channels"))
     p.add_argument("--num-blocks", type=int, help="image data: residual blocks of each ResNet" + default("num_blocks"))
     p.add_argument("--lr", type=float, help="peak Adam learning rate, cosine decay" + default("lr"))

@@ -186,3 +186,22 @@ def test_jaxflow_fit_on_image_files_trains_a_multiscale_flow_and_refuses_vector_
     assert curve["val_nll"].min() == pytest.approx(json.loads(capsys.readouterr().out)["nll_nats"], rel=1e-5)
     assert main(["fit", str(tmp_path / "img.npz"), "--out", str(tmp_path / "r2"), "--hidden-dim", "8", *small]) == 1
     assert "--hidden-dim: not an option of the image model for data of shape (4, 4, 1)" in capsys.readouterr().err
+
+
+def test_jaxflow_fit_flow_glow_trains_a_glow_and_each_layout_refuses_the_others_flows(tmp_path, capsys):
+    from jaxflow import checkpoint
+    from jaxflow.cli import main
+
+    pixels = np.random.default_rng(0).integers(0, 4, (60, 4, 4, 1))
+    np.savez(tmp_path / "img.npz", train=pixels[:40], val=pixels[40:50], test=pixels[50:])
+    small = ["--num-scales", "2", "--couplings-per-scale", "1", "--channels", "4", "--num-blocks", "0",
+             "--batch-size", "8", "--quiet", "--levels", "4", "--steps", "2", "--eval-every", "2"]
+    assert main(["fit", str(tmp_path / "img.npz"), "--out", str(tmp_path / "run"), "--flow", "glow", *small]) == 0
+    preset = jf.Glow((4, 4, 1), num_scales=2, steps_per_scale=1, channels=4, num_blocks=0, scale="tanh")
+    assert checkpoint.load(str(tmp_path / "run")).flow.layers.layers == (jf.Logit(0.01), preset.layers)
+    capsys.readouterr()
+    assert main(["fit", str(tmp_path / "img.npz"), "--out", str(tmp_path / "r2"), "--flow", "nsf", *small]) == 1
+    assert "--flow nsf: not a flow of image data (shape (4, 4, 1)); choose one of realnvp, glow" in capsys.readouterr().err
+    np.savetxt(tmp_path / "v.csv", np.random.default_rng(0).standard_normal((60, 2)), delimiter=",")
+    assert main(["fit", str(tmp_path / "v.csv"), "--out", str(tmp_path / "r3"), "--flow", "glow", "--quiet"]) == 1
+    assert "--flow glow: not a flow of vector data (shape (2,)); choose one of realnvp, nsf" in capsys.readouterr().err
