@@ -112,7 +112,7 @@ class FlowSpec:
         if isinstance(self.embedding, (type, ResNet)) or not isinstance(self.embedding, ConditionerNet):
             raise TypeError(f"{name}: embedding must be a network of context vectors (jaxflow.MLP or a "
                             f"jaxflow.FlaxConditioner), got {self.embedding!r}")
-        check_conditioner(name, self.embedding)  # hashable
+        check_conditioner(f"{name} embedding", self.embedding)  # hashable
         require_int(name, "embedding_dim (the size of the embedded context every conditioner sees)",
                     self.embedding_dim, 1)
 
