@@ -23,15 +23,20 @@ from jaxflow.nets.resnet import ResNet
 __all__ = ["RealNVP", "MultiScaleRealNVP", "Glow", "NeuralSplineFlow"]
 
 
-def _check_image_preset(spec, num_squeezes: int) -> None:
-    """Normalise ``spec.event_shape`` to a tuple and check it is ``(H, W, C)`` with ``H`` and ``W``
-    divisible by ``2 ** num_squeezes``, and ``scan_unroll`` (``True``: every copy of a pair), in one-line errors."""
+def _check_image_preset(spec, num_squeezes: int, steps: str) -> None:
+    """The fields an image preset shares, in one-line errors: ``event_shape`` a tuple ``(H, W, C)``
+    with ``H`` and ``W`` divisible by ``2 ** num_squeezes``, ``num_scales``, the steps per scale (the
+    field named ``steps``), and ``scan_unroll`` (``True`` normalised to the steps per scale)."""
     name = type(spec).__name__
     if isinstance(spec.event_shape, (list, tuple)):
         object.__setattr__(spec, "event_shape", tuple(spec.event_shape))
     if not isinstance(spec.event_shape, tuple) or len(spec.event_shape) != 3:
         raise ValueError(f"{name}: event_shape must be (H, W, C), a tuple, got {spec.event_shape!r}")
     require_int(name, "num_scales", spec.num_scales, 1, 16)
+    require_int(name, steps, getattr(spec, steps), 1, 2**10)
+    if isinstance(spec.scan_unroll, bool):  # normalised to an int, as RealNVP's
+        object.__setattr__(spec, "scan_unroll", getattr(spec, steps) if spec.scan_unroll else 1)
+    require_int(name, "scan_unroll", spec.scan_unroll, 1)
     factor = 2 ** num_squeezes
     height, width = spec.event_shape[:2]
     if isinstance(height, int) and isinstance(width, int) and (height % factor or width % factor):
@@ -195,13 +200,9 @@ class MultiScaleRealNVP(FlowSpec):
     context_affine = None
 
     def __post_init__(self):
-        _check_image_preset(self, self.num_scales - 1)
-        require_int("MultiScaleRealNVP", "couplings_per_scale", self.couplings_per_scale, 1, 2**10)
+        _check_image_preset(self, self.num_scales - 1, "couplings_per_scale")
         if not isinstance(self.actnorm, bool):
             raise TypeError(f"MultiScaleRealNVP: actnorm must be a bool, got {self.actnorm!r}")
-        if isinstance(self.scan_unroll, bool):  # normalised to an int, as RealNVP's
-            object.__setattr__(self, "scan_unroll", self.couplings_per_scale if self.scan_unroll else 1)
-        require_int("MultiScaleRealNVP", "scan_unroll", self.scan_unroll, 1)
         try:
             self._check()
         except (TypeError, ValueError) as err:
@@ -302,11 +303,7 @@ class Glow(FlowSpec):
     context_affine = None
 
     def __post_init__(self):
-        _check_image_preset(self, self.num_scales)
-        require_int("Glow", "steps_per_scale", self.steps_per_scale, 1, 2**10)
-        if isinstance(self.scan_unroll, bool):  # normalised to an int, as RealNVP's
-            object.__setattr__(self, "scan_unroll", self.steps_per_scale if self.scan_unroll else 1)
-        require_int("Glow", "scan_unroll", self.scan_unroll, 1)
+        _check_image_preset(self, self.num_scales, "steps_per_scale")
         try:
             self._check()
         except (TypeError, ValueError) as err:
