@@ -151,10 +151,10 @@ def test_logit_first_on_unit_interval_images(dtype):
     compare(_LOGIT, params, model, x, z, None, 3, dtype)
 
 
-GLOW = jaxflow.Glow((4, 4, 2), num_scales=2, steps_per_scale=3, channels=4, context_dim=2)
+GLOW = jaxflow.Glow((4, 4, 2), num_scales=2, steps_per_scale=3, channels=4, num_blocks=0, context_dim=2)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dtype", [np.float64])  # float32: the same layers' twins in the hypothesis test above
 def test_glow_values_steps_sample_and_gradients(dtype):
     """Glow's twin is the composition of its layers' twins: every function agrees."""
     flow = _one_step(GLOW)

@@ -28,7 +28,7 @@ IMAGE_FLOWS = {
     "multiscale": jf.MultiScaleRealNVP((4, 4, 1), num_scales=2, couplings_per_scale=2, channels=4, num_blocks=1),
     "multiscale_context": jf.MultiScaleRealNVP((4, 4, 2), num_scales=2, couplings_per_scale=1, channels=4,
                                                num_blocks=1, scale="exp", context_dim=2),
-    "glow": jf.Glow((4, 4, 1), num_scales=2, steps_per_scale=3, channels=4),
+    "glow": jf.Glow((4, 4, 1), num_scales=2, steps_per_scale=3, channels=4, num_blocks=0),
     "glow_context": jf.Glow((4, 4, 2), num_scales=1, steps_per_scale=2, channels=4, num_blocks=0, context_dim=2),
 }
 
