@@ -40,7 +40,7 @@ if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):  # refuse befo
     parser.error(f"{args.out}: folder {os.path.dirname(os.path.abspath(args.out))} does not exist")
 
 splits = data.load_digits(images=True, labels=True)  # x (N, 8, 8, 1) in the unit cube, context (N, 10) one-hot
-size = dict(num_scales=2, channels=32, num_blocks=2)  # jaxflow fit digits-images' model
+size = (2, 3, 32, 2)  # jaxflow fit digits-images' model: scales, couplings (Glow: steps) per scale, channels, blocks
 preset = jf.Glow if args.flow == "glow" else jf.MultiScaleRealNVP
 embedding = dict(embedding=jf.MLP(32, 1), embedding_dim=args.embedding_dim) if args.embedding_dim else {}
 config = train.TrainConfig(steps=args.steps, lr=1e-3, warmup_fraction=0.0, eval_every=50, patience=10)
@@ -58,9 +58,9 @@ def fit(model, context: bool):
     return flow, params, bits_per_dim(nll, 64), time.perf_counter() - start
 
 
-flow, params, conditional, seconds = fit(preset((8, 8, 1), scale="tanh", context_dim=10, **size, **embedding), True)
+flow, params, conditional, seconds = fit(preset((8, 8, 1), *size, scale="tanh", context_dim=10, **embedding), True)
 print(f"p(x | y), {preset.__name__} with the label as context: test {conditional:.4f} bits/dim ({seconds:.0f} s)")
-_, _, unconditional, seconds = fit(preset((8, 8, 1), scale="tanh", **size), False)
+_, _, unconditional, seconds = fit(preset((8, 8, 1), *size, scale="tanh"), False)
 print(f"p(x), the same {preset.__name__} without it:            test {unconditional:.4f} bits/dim ({seconds:.0f} s)")
 print(f"difference {unconditional - conditional:+.4f} bits/dim; exact models: at most log2(10) / 64 = "
       f"{np.log2(10) / 64:.4f} (more: the mixture of the conditional flows beats the unconditional one)")
