@@ -43,7 +43,7 @@ _HOMES = {
                      "FactorOut", "MaskedAutoregressive", "Invert"), "jaxflow.layers"),
     **dict.fromkeys(("MLP", "MADE", "ResNet", "FlaxConditioner"), "jaxflow.nets"),
     "register": "jaxflow.core.serialize",
-    **dict.fromkeys(("RealNVP", "MultiScaleRealNVP", "NeuralSplineFlow", "MAF"), "jaxflow.presets"),
+    **dict.fromkeys(("RealNVP", "MultiScaleRealNVP", "Glow", "NeuralSplineFlow", "MAF"), "jaxflow.presets"),
     **dict.fromkeys(("FlowBijector", "as_bijector", "as_distribution"), "jaxflow.interop.distrax_adapter"),
     "as_numpyro": "jaxflow.interop.numpyro",
 }
@@ -67,11 +67,12 @@ if TYPE_CHECKING:  # pragma: no cover  (static analysers see the lazy names)
         LULinear, Logit, MaskedAutoregressive, Permute, RQSpline, Squeeze, Unsqueeze,
     )
     from jaxflow.nets import MADE, MLP, FlaxConditioner, ResNet  # noqa: F401
-    from jaxflow.presets import MAF, MultiScaleRealNVP, NeuralSplineFlow, RealNVP  # noqa: F401
+    from jaxflow.presets import MAF, Glow, MultiScaleRealNVP, NeuralSplineFlow, RealNVP  # noqa: F401
 
 __all__ = [
     "RealNVP",
     "MultiScaleRealNVP",
+    "Glow",
     "NeuralSplineFlow",
     "MAF",
     "Flow",

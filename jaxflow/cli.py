@@ -36,7 +36,7 @@ from typing import Optional, Sequence
 from jaxflow import __version__
 from jaxflow.data import BUILTIN
 from jaxflow.pixel_data import PIXEL_DATASETS
-from jaxflow.layers.names import PERMUTATIONS, PREPROCESSING, SCALES, VECTOR_FLOWS, VECTOR_MASKS
+from jaxflow.layers.names import IMAGE_FLOWS, PERMUTATIONS, PREPROCESSING, SCALES, VECTOR_FLOWS, VECTOR_MASKS
 
 __all__ = ["main", "CLIError", "DEFAULTS", "DATASET_DEFAULTS", "defaults_for"]
 
@@ -55,8 +55,9 @@ DEFAULTS = {"steps": 5000, "batch_size": 256, "num_flows": 10, "hidden_dim": 64,
             "num_scales": 2, "couplings_per_scale": 3, "channels": 32, "num_blocks": 2,
             "flow": "realnvp", "bins": 8, "tail_bound": 3.0}
 
-#: the options that shape the model of vector data, and of image data (MultiScaleRealNVP)
-VECTOR_MODEL_OPTIONS = ("num_flows", "hidden_dim", "num_hidden", "mask", "permute", "flow", "bins", "tail_bound")
+#: the options that shape the model of vector data, and of image data (MultiScaleRealNVP, Glow); --flow picks
+#: one of VECTOR_FLOWS or IMAGE_FLOWS
+VECTOR_MODEL_OPTIONS = ("num_flows", "hidden_dim", "num_hidden", "mask", "permute", "bins", "tail_bound")
 IMAGE_MODEL_OPTIONS = ("num_scales", "couplings_per_scale", "channels", "num_blocks")
 
 #: Where a dataset's best settings differ from :data:`DEFAULTS` (measured; README "Pixel data").
@@ -65,7 +66,8 @@ IMAGE_MODEL_OPTIONS = ("num_scales", "couplings_per_scale", "channels", "num_blo
 _NO_WARMUP = {"warmup_fraction": 0.0}
 DATASET_DEFAULTS = {
     "digits": {"mask": "checkerboard", "lr": 1e-3, **_NO_WARMUP, "eval_every": 50, "patience": 10, "steps": 4000},
-    # MultiScaleRealNVP((8, 8, 1)): test 2.07 bits/dim against the MLP flow's 2.22 (README "Pixel data")
+    # MultiScaleRealNVP((8, 8, 1)): test 2.07 bits/dim against the MLP flow's 2.22 (README "Pixel data");
+    # --flow glow: 2.160 (--scale sigmoid 2.209; --channels 16 --num-blocks 1 --couplings-per-scale 6 --lr 3e-4: 2.145)
     "digits-images": {"lr": 1e-3, **_NO_WARMUP, "eval_every": 50, "patience": 10, "steps": 4000},
     # MultiScaleRealNVP((28, 28, 1)) sized for an hour on 2 CPU cores (README "Pixel data"); on an
     # accelerator: --num-scales 3 --channels 64 --num-blocks 4 --steps 50000 --eval-every 1000
@@ -120,9 +122,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-flows", type=int, help="coupling layers L" + default("num_flows"))
     p.add_argument("--hidden-dim", type=int, help="conditioner width H" + default("hidden_dim"))
     p.add_argument("--num-hidden", type=int, help="hidden layers per conditioner K" + default("num_hidden"))
-    p.add_argument("--num-scales", type=int, help="image data: scales of the MultiScaleRealNVP" + default("num_scales"))
+    p.add_argument("--num-scales", type=int, help="image data: scales of the MultiScaleRealNVP or Glow" + default("num_scales"))
     p.add_argument("--couplings-per-scale", type=int,
-                   help="image data: checkerboard (and channel) couplings per scale" + default("couplings_per_scale"))
+                   help="image data: checkerboard (and channel) couplings per scale; --flow glow: steps of flow "
+                        "per scale" + default("couplings_per_scale"))
     p.add_argument("--channels", type=int, help="image data: features of each coupling's ResNet" + default("channels"))
     p.add_argument("--num-blocks", type=int, help="image data: residual blocks of each ResNet" + default("num_blocks"))
     p.add_argument("--lr", type=float, help="peak Adam learning rate, cosine decay" + default("lr"))
@@ -136,10 +139,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--permute", choices=("none",) + PERMUTATIONS,
                    help="a fixed permutation after each coupling (random: each coupling its own, seed 0)"
                    + default("permute"))
-    p.add_argument("--flow", choices=VECTOR_FLOWS, help="vector data: affine couplings (realnvp: --scale, --mask, "
-                   "--permute), the neural spline flow (nsf: --num-flows spline couplings with LU between, "
-                   "--bins, --tail-bound), the masked autoregressive flow (maf: --num-flows affine MADE layers, "
-                   "--scale) or its spline form (nsf-ar: nsf with autoregressive splines)" + default("flow"))
+    p.add_argument("--flow", choices=tuple(dict.fromkeys(VECTOR_FLOWS + IMAGE_FLOWS)),
+                   help="vector data: affine couplings (realnvp: --scale, --mask, --permute), the neural spline "
+                   "flow (nsf: --num-flows spline couplings with LU between, --bins, --tail-bound), the masked "
+                   "autoregressive flow (maf: --num-flows affine MADE layers, --scale) or its spline form (nsf-ar: "
+                   "nsf with autoregressive splines); image data: realnvp (MultiScaleRealNVP) or glow (Glow, "
+                   "--couplings-per-scale steps of flow per scale)" + default("flow"))
     p.add_argument("--bins", type=int, help="nsf, nsf-ar: bins K of each rational-quadratic spline" + default("bins"))
     p.add_argument("--tail-bound", type=float, help="nsf, nsf-ar: the splines act on [-B, B] (of the preprocessed "
                    "data), the identity outside" + default("tail_bound"))

@@ -41,11 +41,11 @@ from jaxflow.layers.coupling import AffineCoupling
 from jaxflow.layers.elementwise import Affine
 from jaxflow.layers.logit import Logit
 from jaxflow.layers.masks import image_mask
-from jaxflow.layers.names import PREPROCESSING
+from jaxflow.layers.names import IMAGE_FLOWS, PREPROCESSING, VECTOR_FLOWS
 from jaxflow.layers.permute import Permute
 from jaxflow.layers.transforms import AffineTransform
 from jaxflow.nets.mlp import MLP
-from jaxflow.presets import MAF, MultiScaleRealNVP, NeuralSplineFlow, RealNVP
+from jaxflow.presets import MAF, Glow, MultiScaleRealNVP, NeuralSplineFlow, RealNVP
 from jaxflow.train import EXECUTION_FIELDS, TrainConfig, TrainingDiverged, data_mesh, fit, mean_nll, preprocess
 from jaxflow.units import bits_per_dim, lattice_nll, logit_space_ll
 
@@ -546,7 +546,8 @@ UNUSED_BY_FLOW = {"realnvp": ("bins", "tail_bound"), "nsf": ("scale", "mask", "p
 def _model_and_config(splits: Splits, options: dict) -> tuple[FlowSpec, TrainConfig]:
     """The model (identity-initialised) and training config of the command-line ``options``.
 
-    Images ``(H, W, C)``: a :class:`MultiScaleRealNVP`. Vectors: with ``--flow nsf`` a
+    Images ``(H, W, C)``: a :class:`MultiScaleRealNVP`, or with ``--flow glow`` a :class:`Glow`
+    (``--couplings-per-scale`` its steps per scale). Vectors: with ``--flow nsf`` a
     :class:`NeuralSplineFlow` (``nsf-ar``: its autoregressive form), with ``--flow maf`` a
     :class:`MAF` (affine, ``--scale``); else the article's :class:`RealNVP`
     for ``--mask half --permute none``; for ``checkerboard`` a ``Repeat`` of pairs of couplings on
@@ -555,11 +556,16 @@ def _model_and_config(splits: Splits, options: dict) -> tuple[FlowSpec, TrainCon
     context_dim = 0 if splits.train_context is None else splits.train_context.shape[1]
     config_options = ("steps", "batch_size", "lr", "warmup_fraction", "eval_every", "patience", "seed",
                       "steps_per_call")
+    flows = IMAGE_FLOWS if len(event_shape) == 3 else VECTOR_FLOWS
+    if options["flow"] not in flows:
+        raise CLIError(f"--flow {options['flow']}: not a flow of {'image' if len(event_shape) == 3 else 'vector'} "
+                       f"data (shape {tuple(event_shape)}); choose one of {', '.join(flows)}")
     if len(event_shape) == 3:
         _refuse_other_layout(options, event_shape, VECTOR_MODEL_OPTIONS)
         try:
-            model = MultiScaleRealNVP(event_shape, **{key: options[key] for key in IMAGE_MODEL_OPTIONS},
-                                      scale=options["scale"], context_dim=context_dim)
+            preset = Glow if options["flow"] == "glow" else MultiScaleRealNVP
+            model = preset(event_shape, *(options[key] for key in IMAGE_MODEL_OPTIONS),
+                           scale=options["scale"], context_dim=context_dim)
             return model, TrainConfig(**{key: options[key] for key in config_options})
         except (TypeError, ValueError) as err:
             raise CLIError(str(err)) from None

@@ -411,18 +411,22 @@ def _split_rows(x: np.ndarray, name: str, val_fraction: float, test_fraction: fl
 DIGITS_LEVELS = 17  # scikit-learn's digits are 8x8 pixels with values 0..16
 
 
-def load_digits(seed: int = 0, images: bool = False) -> Splits:
+def load_digits(seed: int = 0, images: bool = False, labels: bool = False) -> Splits:
     """scikit-learn's 8x8 digits (1797 images, pixels ``k`` in 0..16), dequantised into the unit
     cube: ``x = (k + u) / 17`` (:func:`jaxflow.units.dequantize`), ``(N, 64)`` or with ``images``
     ``(N, 8, 8, 1)``; NLLs are reported on the pixel lattice (``levels = 17``). Rows are split
-    80/10/10 (a fixed order); ``seed`` draws the dequantisation noise.
+    80/10/10 (a fixed order); ``seed`` draws the dequantisation noise. With ``labels`` each
+    row's digit ``0..9`` comes one-hot as its context ``(N, 10)`` (the same rows in each split).
     """
     from sklearn.datasets import load_digits as sklearn_digits
 
     from jaxflow.units import dequantize
 
-    x = dequantize(sklearn_digits().data.astype(np.int64), DIGITS_LEVELS, seed)
-    splits = _split_rows(x.reshape(-1, 8, 8, 1) if images else x, "digits-images" if images else "digits", 0.1, 0.1)
+    digits = sklearn_digits()
+    x = dequantize(digits.data.astype(np.int64), DIGITS_LEVELS, seed)
+    context = np.eye(10, dtype=np.float32)[digits.target] if labels else None
+    splits = _split_rows(x.reshape(-1, 8, 8, 1) if images else x, "digits-images" if images else "digits", 0.1, 0.1,
+                         context=context)
     return splits._replace(levels=DIGITS_LEVELS, image_shape=(8, 8, 1))
 
 

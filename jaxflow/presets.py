@@ -1,11 +1,12 @@
 """Presets: named flows built from the layers. :class:`RealNVP` is the article's model;
-:class:`MultiScaleRealNVP` the RealNVP paper's image architecture; :class:`NeuralSplineFlow` the
-NSF paper's coupling (or autoregressive) flow; :class:`MAF` the masked autoregressive flow."""
+:class:`MultiScaleRealNVP` the RealNVP paper's image architecture; :class:`Glow` Glow's;
+:class:`NeuralSplineFlow` the NSF paper's coupling (or autoregressive) flow; :class:`MAF` the masked
+autoregressive flow."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from jaxflow.core.layer import Chain, Layer, Repeat, require_int
 from jaxflow.core.spec import FlowSpec
@@ -22,7 +23,36 @@ from jaxflow.nets.made import MADE
 from jaxflow.nets.mlp import MLP
 from jaxflow.nets.resnet import ResNet
 
-__all__ = ["RealNVP", "MultiScaleRealNVP", "NeuralSplineFlow", "MAF"]
+__all__ = ["RealNVP", "MultiScaleRealNVP", "Glow", "NeuralSplineFlow", "MAF"]
+
+
+def _check_image_preset(spec, num_squeezes: int, steps: str) -> None:
+    """The fields an image preset shares, in one-line errors: ``event_shape`` a tuple ``(H, W, C)``
+    with ``H`` and ``W`` divisible by ``2 ** num_squeezes``, ``num_scales``, the steps per scale (the
+    field named ``steps``), and ``scan_unroll`` (``True`` normalised to the steps per scale)."""
+    name = type(spec).__name__
+    if isinstance(spec.event_shape, (list, tuple)):
+        object.__setattr__(spec, "event_shape", tuple(spec.event_shape))
+    if not isinstance(spec.event_shape, tuple) or len(spec.event_shape) != 3:
+        raise ValueError(f"{name}: event_shape must be (H, W, C), a tuple, got {spec.event_shape!r}")
+    require_int(name, "num_scales", spec.num_scales, 1, 16)
+    require_int(name, steps, getattr(spec, steps), 1, 2**10)
+    if isinstance(spec.scan_unroll, bool):  # normalised to an int, as RealNVP's
+        object.__setattr__(spec, "scan_unroll", getattr(spec, steps) if spec.scan_unroll else 1)
+    require_int(name, "scan_unroll", spec.scan_unroll, 1)
+    factor = 2 ** num_squeezes
+    height, width = spec.event_shape[:2]
+    if isinstance(height, int) and isinstance(width, int) and (height % factor or width % factor):
+        raise ValueError(f"{name}: {spec.num_scales} scales need height and width divisible by "
+                         f"{factor}, got event shape {spec.event_shape}")
+
+
+def _alternating(step: Callable[[bool], Layer], n: int, unroll: int) -> list[Layer]:
+    """``n`` steps alternating ``flip`` (``step(False)``, ``step(True)``, ...): the pairs as one
+    ``Repeat`` (unrolled by ``unroll``), and one more ``step(False)`` if ``n`` is odd."""
+    pair = Chain(step(False), step(True))
+    layers = [Repeat(pair, n // 2, unroll=min(unroll, n // 2))] if n >= 2 else []
+    return layers + [step(False)] * (n % 2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +94,8 @@ class RealNVP(FlowSpec):
       scan_unroll: ``unroll`` of the ``jax.lax.scan`` over layers; ``1`` keeps compile time flat in
         ``num_flows``, ``True`` (stored as ``num_flows``) unrolls every layer, for comparison.
       context_dim: size of the context of a conditional density ``p(x | c)``; ``0``: unconditional.
+      embedding, embedding_dim: a learned network of the context and the size of its output, which
+        every conditioner sees instead of ``c`` (:class:`~jaxflow.FlowSpec`); ``None``, ``0``: none.
     """
 
     dim: int
@@ -77,6 +109,8 @@ class RealNVP(FlowSpec):
     compute_dtype: Optional[str] = None
     scan_unroll: int | bool = 1
     context_dim: int = 0
+    embedding: Optional[Any] = None
+    embedding_dim: int = 0
 
     context_affine = None
 
@@ -141,7 +175,7 @@ class MultiScaleRealNVP(FlowSpec):
     as one ``lax.scan`` (:class:`~jaxflow.Repeat`), unrolled by ``scan_unroll``. ``f`` maps
     ``(..., H, W, C)`` to a latent of the same shape (the factored coordinates put back in place by the ``Unsqueeze``), and
     ``log_prob`` uses ``N(0, I)`` over all ``H W C`` coordinates. ``H`` and ``W`` must divide
-    by ``2 ** (num_scales - 1)``.
+    by ``2 ** (num_scales - 1)``. ``context_dim``, ``embedding`` and ``embedding_dim``: as :class:`Glow`'s.
 
     ``scan_unroll`` is each ``Repeat``'s ``unroll`` (at most its length); ``True`` (stored as
     ``couplings_per_scale``), the default, unrolls them all. On XLA:CPU a convolution's gradient
@@ -163,26 +197,15 @@ class MultiScaleRealNVP(FlowSpec):
     compute_dtype: Optional[str] = None
     scan_unroll: int | bool = True
     context_dim: int = 0
+    embedding: Optional[Any] = None
+    embedding_dim: int = 0
 
     context_affine = None
 
     def __post_init__(self):
-        if isinstance(self.event_shape, (list, tuple)):
-            object.__setattr__(self, "event_shape", tuple(self.event_shape))
-        if not isinstance(self.event_shape, tuple) or len(self.event_shape) != 3:
-            raise ValueError(f"MultiScaleRealNVP: event_shape must be (H, W, C), a tuple, got {self.event_shape!r}")
-        require_int("MultiScaleRealNVP", "num_scales", self.num_scales, 1, 16)
-        require_int("MultiScaleRealNVP", "couplings_per_scale", self.couplings_per_scale, 1, 2**10)
+        _check_image_preset(self, self.num_scales - 1, "couplings_per_scale")
         if not isinstance(self.actnorm, bool):
             raise TypeError(f"MultiScaleRealNVP: actnorm must be a bool, got {self.actnorm!r}")
-        if isinstance(self.scan_unroll, bool):  # normalised to an int, as RealNVP's
-            object.__setattr__(self, "scan_unroll", self.couplings_per_scale if self.scan_unroll else 1)
-        require_int("MultiScaleRealNVP", "scan_unroll", self.scan_unroll, 1)
-        factor = 2 ** (self.num_scales - 1)
-        height, width = self.event_shape[:2]
-        if isinstance(height, int) and isinstance(width, int) and (height % factor or width % factor):
-            raise ValueError(f"MultiScaleRealNVP: {self.num_scales} scales need height and width divisible by "
-                             f"{factor}, got event shape {self.event_shape}")
         try:
             self._check()
         except (TypeError, ValueError) as err:
@@ -195,9 +218,7 @@ class MultiScaleRealNVP(FlowSpec):
 
     def _couplings(self, mask: str, n: int) -> list[Layer]:
         """``n`` couplings alternating ``flip``: pairs as one ``Repeat``, and one more if ``n`` is odd."""
-        pair = Chain(self._coupling(mask, False), self._coupling(mask, True))
-        layers = [Repeat(pair, n // 2, unroll=min(self.scan_unroll, n // 2))] if n >= 2 else []
-        return layers + [self._coupling(mask, False)] * (n % 2)
+        return _alternating(lambda flip: self._coupling(mask, flip), n, self.scan_unroll)
 
     def _scale(self, index: int) -> Layer:
         k = self.couplings_per_scale
@@ -208,6 +229,101 @@ class MultiScaleRealNVP(FlowSpec):
 
     @property
     def layers(self) -> Layer:
+        return self._scale(0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Glow(FlowSpec):
+    """Glow's multi-scale architecture (Kingma & Dhariwal 2018) on images ``(H, W, C)``.
+
+    Scale ``s`` of ``num_scales`` (``K = steps_per_scale``)::
+
+        Squeeze                             (H_s, W_s, C_s) -> (H_s/2, W_s/2, 4 C_s)
+        K steps of flow, each:
+            ActNorm()                       per channel, data-dependent start
+            LULinear()                      the invertible 1x1 convolution W = L U
+            AffineCoupling("channel", ResNet(channels, num_blocks), "sigmoid", flip)
+        FactorOut(scale s + 1)              s < num_scales - 1: scale s + 1 on the last 2 C_s channels
+        Unsqueeze                           -> (H_s, W_s, C_s)
+
+    The coupling transforms one half of the channels, :math:`z_T = x_T \\odot \\sigma(u + 2) + t`,
+    :math:`(t, u) = \\theta(x_C, c)`, log-det :math:`\\sum_T \\log \\sigma(u + 2)` (Glow's
+    ``"sigmoid"`` scale, :mod:`jaxflow.layers.scales`), its ResNet's last convolution zero, so
+    every step starts as ``W = I`` and ``z_T = \\sigma(2) x_T``. Consecutive steps alternate the transformed
+    half (``flip``), so the coupling does not keep conditioning on the same channels while
+    ``W = I``; pairs of steps run as one ``lax.scan`` (:class:`~jaxflow.Repeat`) unrolled by
+    ``scan_unroll`` (default ``True``: every copy, as :class:`MultiScaleRealNVP`'s, for XLA:CPU).
+    The whole map is
+
+    .. math::
+
+        \\log\\left|\\det \\frac{\\partial z}{\\partial x}\\right| = \\sum_{\\text{steps}}
+        \\Big( HW\\!\\sum_c \\log|a_c| + HW\\!\\sum_c v_c + \\sum_T \\log \\sigma(u_T + 2) \\Big)
+
+    (ActNorm scales ``a``, ``diag U = e^v``, ``H W`` the pixels at that scale). ``f`` maps
+    ``(..., H, W, C)`` to a latent of the same shape and ``log_prob`` uses ``N(0, I)`` over all
+    ``H W C`` coordinates. ``H`` and ``W`` must divide by ``2 ** num_scales``.
+
+    .. warning:: Glow's factored-out halves have a learned Gaussian prior conditioned on the
+       kept half (``split2d`` in the official code) and its ``W`` starts as a random rotation;
+       here the latent is ``N(0, I)`` throughout (as :class:`MultiScaleRealNVP`) and ``W`` starts
+       as ``I`` (:class:`~jaxflow.LULinear`), with alternating halves instead.
+
+    Args:
+      event_shape: ``(H, W, C)``.
+      num_scales: ``L``, squeezes (and ``L - 1`` factor-outs).
+      steps_per_scale: ``K``, steps of flow per scale.
+      channels, num_blocks, kernel_size: the conditioner :class:`~jaxflow.ResNet`'s width,
+        residual blocks and kernel.
+      scale: the coupling's scale map (Glow's ``"sigmoid"``; ``"tanh"`` and ``"exp"`` too).
+      clamp: ``c`` of ``"tanh"``; unused by the others.
+      negative_slope, compute_dtype: the ResNet's leaky_relu slope and matmul dtype.
+      scan_unroll: ``unroll`` of each pair ``Repeat`` (``True``: all).
+      context_dim: size of the context of ``p(x | c)``, broadcast to every pixel as channels of
+        every conditioner's input; ``0``: unconditional.
+      embedding, embedding_dim: a learned network of the context and the size of its output, which
+        every conditioner sees instead of ``c`` (:class:`~jaxflow.FlowSpec`); ``None``, ``0``: none.
+
+    References:
+      Kingma, Dhariwal. Glow: Generative Flow with Invertible 1x1 Convolutions. NeurIPS 2018.
+    """
+
+    event_shape: tuple[int, int, int]
+    num_scales: int = 2
+    steps_per_scale: int = 4
+    channels: int = 64
+    num_blocks: int = 1
+    kernel_size: int = 3
+    scale: str = "sigmoid"
+    clamp: float = 5.0
+    negative_slope: float = 0.01
+    compute_dtype: Optional[str] = None
+    scan_unroll: int | bool = True
+    context_dim: int = 0
+    embedding: Optional[Any] = None
+    embedding_dim: int = 0
+
+    context_affine = None
+
+    def __post_init__(self):
+        _check_image_preset(self, self.num_scales, "steps_per_scale")
+        try:
+            self._check()
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"Glow: {str(err).split(': ', 1)[-1]}") from None
+
+    def _step(self, flip: bool) -> Chain:
+        conditioner = ResNet(self.channels, self.num_blocks, self.kernel_size, self.negative_slope, self.compute_dtype)
+        coupling = AffineCoupling("channel", conditioner, self.scale, self.clamp, identity_init=True, flip=flip)
+        return Chain(ActNorm(), LULinear(), coupling)
+
+    def _scale(self, index: int) -> Chain:
+        steps = _alternating(self._step, self.steps_per_scale, self.scan_unroll)
+        inner = [FactorOut(self._scale(index + 1))] if index < self.num_scales - 1 else []
+        return Chain(Squeeze(), *steps, *inner, Unsqueeze())
+
+    @property
+    def layers(self) -> Chain:
         return self._scale(0)
 
 
@@ -243,6 +359,8 @@ class NeuralSplineFlow(FlowSpec):
       scan_unroll: ``unroll`` of the scan over layers (``True``: all).
       context_dim: size of the context of a conditional density ``p(x | c)``; ``0``: unconditional.
       autoregressive: RQ-NSF (AR), a masked autoregressive spline in place of each coupling.
+      embedding, embedding_dim: a learned network of the context and the size of its output, which
+        every conditioner sees instead of ``c`` (:class:`~jaxflow.FlowSpec`); ``None``, ``0``: none.
 
     References:
       Durkan, Bekasov, Murray, Papamakarios. Neural Spline Flows. NeurIPS 2019.
@@ -258,6 +376,8 @@ class NeuralSplineFlow(FlowSpec):
     scan_unroll: int | bool = 1
     context_dim: int = 0
     autoregressive: bool = False
+    embedding: Optional[Any] = None
+    embedding_dim: int = 0
 
     context_affine = None
 
@@ -332,6 +452,8 @@ class MAF(FlowSpec):
         :class:`~jaxflow.RQSpline`).
       scan_unroll: ``unroll`` of the scan over layers (``True``: all).
       context_dim: size of the context of a conditional density ``p(x | c)``; ``0``: unconditional.
+      embedding, embedding_dim: a learned network of the context and the size of its output, which
+        every conditioner sees instead of ``c`` (:class:`~jaxflow.FlowSpec`); ``None``, ``0``: none.
 
     References:
       Papamakarios, Pavlakou, Murray. Masked Autoregressive Flow for Density Estimation. NeurIPS 2017.
@@ -345,6 +467,8 @@ class MAF(FlowSpec):
     transform: Transform = AffineTransform("tanh", 5.0)
     scan_unroll: int | bool = 1
     context_dim: int = 0
+    embedding: Optional[Any] = None
+    embedding_dim: int = 0
 
     context_affine = None
 

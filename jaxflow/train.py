@@ -111,7 +111,8 @@ def standardize(flow: FlowSpec, x, context=None, enabled: bool = True) -> Flow:
     """``flow`` fitted on standardised data: ``Affine(mean(x), std(x))`` first, and the context's
     ``Affine(mean(c), std(c))`` as ``context_affine`` (``x (N, D)``, ``c (N, context_dim)``).
 
-    The result is a :class:`~jaxflow.Flow` whose params are ``[{}, <flow's params>]``. With
+    The result is a :class:`~jaxflow.Flow` whose params are ``[{}, <flow's params>]`` (with the
+    flow's context ``embedding``, if any: ``{"embedding": ..., "layers": [{}, ...]}``). With
     ``enabled=False`` both maps are the identity (the same structure, so runs stay comparable).
     Raises ``ValueError`` for a constant coordinate, whose density would be degenerate, and for
     non-finite data.
@@ -135,7 +136,8 @@ def _with_first_layer(flow: FlowSpec, first, context, standardize_context: bool)
     if context is not None:
         identity = (0.0,) * flow.context_dim, (1.0,) * flow.context_dim
         context_affine = Affine(*(_mean_and_std(context, "context") if standardize_context else identity))
-    return Flow(flow.event_shape, Chain(first, flow.layers), flow.context_dim, context_affine)
+    return Flow(flow.event_shape, Chain(first, flow.layers), flow.context_dim, context_affine, flow.embedding,
+                flow.embedding_dim)
 
 
 def preprocess(flow: FlowSpec, x, context=None, kind: str = "standardize", alpha: float = 0.05) -> Flow:

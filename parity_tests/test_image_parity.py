@@ -151,14 +151,27 @@ def test_logit_first_on_unit_interval_images(dtype):
     compare(_LOGIT, params, model, x, z, None, 3, dtype)
 
 
+GLOW = jaxflow.Glow((4, 4, 2), num_scales=2, steps_per_scale=3, channels=4, num_blocks=0, context_dim=2)
+
+
+@pytest.mark.parametrize("dtype", [np.float64])  # float32: the same layers' twins in the hypothesis test above
+def test_glow_values_steps_sample_and_gradients(dtype):
+    """Glow's twin is the composition of its layers' twins: every function agrees."""
+    flow = _one_step(GLOW)
+    params, model = make_image_pair(flow, 5, dtype)
+    rng = np.random.default_rng(5)
+    x, z = rng.standard_normal((2, 3, *flow.event_shape)).astype(dtype)
+    compare(flow, params, model, x, z, rng.standard_normal((3, 2)).astype(dtype), 5, dtype)
+
+
 # --- conversion ---------------------------------------------------------------------------------
 
-ROUND_TRIP = [*MULTISCALE, _LOGIT,
+ROUND_TRIP = [*MULTISCALE, _LOGIT, GLOW,
               jaxflow.Flow((2, 6, 3), jaxflow.Repeat(jaxflow.Chain(
                   jaxflow.Squeeze(), jaxflow.LULinear(), jaxflow.Permute("random", 2), jaxflow.Unsqueeze(),
                   jaxflow.FactorOut(jaxflow.AffineCoupling("checkerboard", jaxflow.ResNet(5, 2, 3), "sigmoid"))), 2),
                   context_dim=2)]
-_IDS = ["multiscale-8x8x1", "multiscale-4x4x2-context", "logit-affine", "repeat-squeeze-factor-out"]
+_IDS = ["multiscale-8x8x1", "multiscale-4x4x2-context", "logit-affine", "glow-4x4x2-context", "repeat-squeeze-factor-out"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -175,7 +188,7 @@ def test_image_round_trips_are_exact(flow, dtype):
 
 
 def test_conv_layout_is_as_documented():
-    flow = ROUND_TRIP[3]
+    flow = ROUND_TRIP[4]
     params = random_params(flow, np.float64)
     model = torchref.from_jax(flow, params)
     kernel = np.asarray(params[4]["conditioner"]["block_1_a"]["kernel"][1])  # (kh, kw, in, out), copy 1

@@ -28,6 +28,8 @@ IMAGE_FLOWS = {
     "multiscale": jf.MultiScaleRealNVP((4, 4, 1), num_scales=2, couplings_per_scale=2, channels=4, num_blocks=1),
     "multiscale_context": jf.MultiScaleRealNVP((4, 4, 2), num_scales=2, couplings_per_scale=1, channels=4,
                                                num_blocks=1, scale="exp", context_dim=2),
+    "glow": jf.Glow((4, 4, 1), num_scales=2, steps_per_scale=3, channels=4, num_blocks=0),
+    "glow_context": jf.Glow((4, 4, 2), num_scales=1, steps_per_scale=2, channels=4, num_blocks=0, context_dim=2),
 }
 
 
@@ -106,6 +108,25 @@ def test_the_preset_starts_as_the_identity_and_repeats_pairs_as_one_scan():
     assert jf.core.serialize.spec_from_json(jf.core.serialize.spec_to_json(flow)) == flow
 
 
+def test_glow_is_squeeze_steps_of_actnorm_lu_and_channel_coupling_then_factor_out():
+    flow = jf.Glow((8, 8, 1), num_scales=2, steps_per_scale=3, channels=4)
+    params = jf.init(flow, jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
+    # at the start W = I and every coupling scales its half by sigmoid(0 + 2): 3 steps of 32 coordinates
+    # on (4, 4, 4), 3 of 16 on the kept (2, 2, 8)
+    assert_close(jf.log_det(flow, params, x), np.full(2, 144 * np.log(jax.nn.sigmoid(2.0))), "same_math", jnp.float32)
+    squeeze, pairs, last, factor_out, unsqueeze = flow.layers.layers
+    assert (squeeze, unsqueeze) == (jf.Squeeze(), jf.Unsqueeze()) and isinstance(factor_out, jf.FactorOut)
+    assert isinstance(pairs, jf.Repeat) and pairs.n == 1 and [step.layers[2].flip for step in pairs.layer.layers] == [False, True]
+    actnorm, lu, coupling = last.layers
+    assert (actnorm, lu) == (jf.ActNorm(), jf.LULinear())
+    assert (coupling.mask, coupling.scale, coupling.identity_init, coupling.conditioner) == (
+        "channel", "sigmoid", True, jf.ResNet(4, 1))
+    inner = factor_out.layer.layers
+    assert inner[0] == jf.Squeeze() and inner[-1] == jf.Unsqueeze() and len(inner) == 4  # the last scale: no factor-out
+    assert jf.core.serialize.spec_from_json(jf.core.serialize.spec_to_json(flow)) == flow
+
+
 def test_resnet_init_is_torch_conv2d_default_and_zero_last():
     net = jf.ResNet(channels=8, num_blocks=1, kernel_size=3)
     params = net.init(jax.random.key(0), 3, 6, jnp.float64, zero_last=True)
@@ -128,6 +149,9 @@ def test_resnet_init_is_torch_conv2d_default_and_zero_last():
     (lambda: jf.ResNet(kernel_size=2), "kernel_size must be odd"),
     (lambda: jf.MultiScaleRealNVP((28, 28, 1), num_scales=4), "divisible by 8"),
     (lambda: jf.MultiScaleRealNVP((28, 28)), "event_shape must be (H, W, C)"),
+    (lambda: jf.Glow((28, 28, 1), num_scales=3), "Glow: 3 scales need height and width divisible by 8"),
+    (lambda: jf.Glow((8, 8, 1), steps_per_scale=0), "Glow: steps_per_scale must be >= 1"),
+    (lambda: jf.Glow((8, 8, 1), scale="relu"), "Glow: scale must be one of"),
 ])
 def test_bad_image_specs_fail_in_one_line(build, message):
     with pytest.raises((ValueError, TypeError)) as info:
@@ -162,3 +186,22 @@ def test_jaxflow_fit_on_image_files_trains_a_multiscale_flow_and_refuses_vector_
     assert curve["val_nll"].min() == pytest.approx(json.loads(capsys.readouterr().out)["nll_nats"], rel=1e-5)
     assert main(["fit", str(tmp_path / "img.npz"), "--out", str(tmp_path / "r2"), "--hidden-dim", "8", *small]) == 1
     assert "--hidden-dim: not an option of the image model for data of shape (4, 4, 1)" in capsys.readouterr().err
+
+
+def test_jaxflow_fit_flow_glow_trains_a_glow_and_each_layout_refuses_the_others_flows(tmp_path, capsys):
+    from jaxflow import checkpoint
+    from jaxflow.cli import main
+
+    pixels = np.random.default_rng(0).integers(0, 4, (60, 4, 4, 1))
+    np.savez(tmp_path / "img.npz", train=pixels[:40], val=pixels[40:50], test=pixels[50:])
+    small = ["--num-scales", "2", "--couplings-per-scale", "1", "--channels", "4", "--num-blocks", "0",
+             "--batch-size", "8", "--quiet", "--levels", "4", "--steps", "2", "--eval-every", "2"]
+    assert main(["fit", str(tmp_path / "img.npz"), "--out", str(tmp_path / "run"), "--flow", "glow", *small]) == 0
+    preset = jf.Glow((4, 4, 1), num_scales=2, steps_per_scale=1, channels=4, num_blocks=0, scale="tanh")
+    assert checkpoint.load(str(tmp_path / "run")).flow.layers.layers == (jf.Logit(0.01), preset.layers)
+    capsys.readouterr()
+    assert main(["fit", str(tmp_path / "img.npz"), "--out", str(tmp_path / "r2"), "--flow", "nsf", *small]) == 1
+    assert "--flow nsf: not a flow of image data (shape (4, 4, 1)); choose one of realnvp, glow" in capsys.readouterr().err
+    np.savetxt(tmp_path / "v.csv", np.random.default_rng(0).standard_normal((60, 2)), delimiter=",")
+    assert main(["fit", str(tmp_path / "v.csv"), "--out", str(tmp_path / "r3"), "--flow", "glow", "--quiet"]) == 1
+    assert "--flow glow: not a flow of vector data (shape (2,)); choose one of realnvp, nsf" in capsys.readouterr().err

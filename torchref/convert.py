@@ -34,6 +34,8 @@ the spec's tree, so :func:`to_jax` recovers the same spec::
     Affine(shift, scale)                    Affine(shift, scale) (buffers)                 {}
     Logit(alpha)                            Logit(alpha)                                   {}
     Flow.context_affine                     NormalizingFlow.context_affine                 -
+    Flow.embedding (MLP), embedding_dim E   NormalizingFlow.embedding: Conditioner(         {"embedding": <MLP params>,
+                                              context_dim, E, ..., num_params=1)             "layers": <root's>}
 
 Image flows, events ``(H, W, C)`` in jaxflow (NHWC) and ``(C, H, W)`` in torch (NCHW); the latent
 is ``StandardNormal((C, H, W))``, data move with :func:`to_torch_layout` / :func:`to_jax_layout`::
@@ -83,6 +85,7 @@ from torch import nn
 
 import jaxflow
 from jaxflow.core.init import check_params, params_dtype
+from jaxflow.core.validation import layer_params
 from torchref import autoregressive as ta
 from torchref import model as tr
 from torchref import spline as ts
@@ -145,11 +148,11 @@ def from_spec(flow: jaxflow.FlowSpec, dtype: torch.dtype = torch.float32,
     """
     shape = tuple(flow.event_shape)
     _check_event_shape(shape, "from_jax")
-    root = _build(flow.layers, shape, flow.context_dim)
+    root = _build(flow.layers, shape, flow.layer_context_dim)
     context_affine = None if flow.context_affine is None else _build(flow.context_affine, (flow.context_dim,), 0)
     flows = list(root) if isinstance(flow, jaxflow.RealNVP) else root
     model = NormalizingFlow(StandardNormal(_torch_shape(shape)), flows, context_affine=context_affine,
-                            context_dim=flow.context_dim)
+                            context_dim=flow.context_dim, embedding=_build_embedding(flow))
     return model.to(device=device, dtype=dtype)
 
 
@@ -165,7 +168,7 @@ def spec_of(model: NormalizingFlow, **options) -> jaxflow.RealNVP:
         raise ValueError(f"to_jax: model is not a uniform stack of affine coupling layers (flows[0] is "
                          f"{type(first).__name__}); hold other compositions in a torchref Chain or Repeat")
     try:
-        stack = _spec(_root(model), (first.split.dim,), model.context_dim)
+        stack = _spec(_root(model), (first.split.dim,), _layer_context_dim(model))
     except ValueError as err:
         raise ValueError(f"to_jax: model is not a uniform stack of affine coupling layers: "
                          f"{str(err).split(': ', 1)[-1]}") from None
@@ -173,7 +176,7 @@ def spec_of(model: NormalizingFlow, **options) -> jaxflow.RealNVP:
     fields = dict(identity_init=coupling.identity_init) | options
     spec = jaxflow.RealNVP(first.split.dim, stack.n, net.hidden_dim, net.num_hidden, scale=coupling.scale,
                            clamp=coupling.clamp, negative_slope=net.negative_slope, context_dim=model.context_dim,
-                           **fields)
+                           **_embedding_fields(model), **fields)
     if dataclasses.replace(spec.coupling, identity_init=coupling.identity_init,
                            conditioner=dataclasses.replace(spec.coupling.conditioner, compute_dtype=None)) != coupling:
         raise ValueError(f"to_jax: a RealNVP cannot hold these couplings ({coupling}); hold them in a torchref Repeat")
@@ -189,7 +192,10 @@ def to_jax_params(model: NormalizingFlow, grad: bool = False):
             raise ValueError('to_jax: float64 weights need jax.config.update("jax_enable_x64", True) first')
         return tensor.detach().cpu().numpy()
 
-    return jax.tree_util.tree_map(jnp.asarray, _params_of(_root(model), read))
+    params = _params_of(_root(model), read)
+    if model.embedding is not None:
+        params = {"embedding": _net_params_out(model.embedding, read), "layers": params}
+    return jax.tree_util.tree_map(jnp.asarray, params)
 
 
 def to_jax(model: NormalizingFlow, **options) -> Tuple[jaxflow.FlowSpec, dict]:
@@ -217,7 +223,9 @@ def from_jax(flow: jaxflow.FlowSpec, params, device: Optional[torch.device | str
     check_params(flow, params)
     model = from_spec(flow, dtype=getattr(torch, params_dtype(params).name), device=device)
     with torch.no_grad():
-        _load(_root(model), flow.layers, params)
+        _load(_root(model), flow.layers, layer_params(flow, params))
+        if flow.embedding is not None:
+            _net_params_in(model.embedding, params["embedding"])
     return model
 
 
@@ -241,12 +249,42 @@ def _flow_spec_of(model: NormalizingFlow) -> jaxflow.Flow:
     shape = _jax_shape(tuple(latent.loc.shape))
     _check_event_shape(shape, "to_jax")
     context_affine = None if model.context_affine is None else _spec(model.context_affine, (model.context_dim,), 0)
-    flow = jaxflow.Flow(shape, _spec(_root(model), shape, model.context_dim), model.context_dim, context_affine)
+    flow = jaxflow.Flow(shape, _spec(_root(model), shape, _layer_context_dim(model)), model.context_dim, context_affine,
+                        **_embedding_fields(model))
     permutations = lambda module: [m.perm.tolist() for m in module.modules() if isinstance(m, tr.Permutation)]
-    if permutations(_build(flow.layers, shape, flow.context_dim)) != permutations(_root(model)):
+    if permutations(_build(flow.layers, shape, flow.layer_context_dim)) != permutations(_root(model)):
         raise ValueError("to_jax: the model's permutations are not those of a jaxflow flow (copy k of a Repeat draws "
                          "Permutation(..., copy=k), k counted over nested repeats)")
     return flow
+
+
+def _build_embedding(flow: jaxflow.FlowSpec) -> Optional[Conditioner]:
+    """The twin of the flow's context embedding: a :class:`Conditioner` with one output per
+    embedded coordinate (``num_params=1``, so its rows are jaxflow's columns), or ``None``."""
+    net = flow.embedding
+    if net is None:
+        return None
+    if not isinstance(net, jaxflow.MLP):
+        raise ValueError(f"from_jax: torchref has a twin of jaxflow.MLP embeddings only, got {type(net).__name__}")
+    _no_compute_dtype(net)
+    return Conditioner(flow.context_dim, flow.embedding_dim, net.num_hidden, net.hidden_dim, num_params=1,
+                       negative_slope=net.negative_slope, activation=net.activation)
+
+
+def _embedding_fields(model: NormalizingFlow) -> dict:
+    """The ``embedding`` and ``embedding_dim`` of the flow spec of ``model`` (none without an embedding)."""
+    theta = model.embedding
+    if theta is None:
+        return {}
+    if not isinstance(theta, Conditioner) or theta.num_params != 1 or theta.input.in_features != model.context_dim:
+        raise ValueError(f"to_jax: the embedding must be a torchref Conditioner({model.context_dim}, out_dim, ..., "
+                         f"num_params=1), got {theta}")
+    return {"embedding": _mlp_of(theta), "embedding_dim": theta.out_dim}
+
+
+def _layer_context_dim(model: NormalizingFlow) -> int:
+    """The size of the context ``model``'s layers see: the embedding's output, else the raw context's."""
+    return model.context_dim if model.embedding is None else model.embedding.out_dim
 
 
 # --- layouts: the one place where jaxflow's and torch's arrays differ --------------------------------

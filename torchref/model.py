@@ -715,14 +715,17 @@ class NormalizingFlow(nn.Module):
     article's stack), a :class:`Chain` or :class:`Repeat` (kept as given: the structure of the
     composition), or one layer module (``flows`` is then that one-element list, and
     ``single_layer`` is set). ``context_dim`` is the size of the context ``c`` of a conditional
-    flow (``0``: unconditional); ``context_affine`` (an :class:`Affine`) maps it first.
+    flow (``0``: unconditional); ``context_affine`` (an :class:`Affine`) maps it first, then
+    ``embedding`` (a learned :class:`Conditioner` with ``num_params=1``: its one output, of size
+    ``embedding.out_dim``, is the context every layer sees).
 
     Every method takes the context as its second argument (``None`` for an unconditional flow);
     its batch axes broadcast against ``x``'s.
     """
 
     def __init__(self, latent: Distribution | nn.Module, flows: Sequence[nn.Module] | nn.Module,
-                 context_affine: Optional[nn.Module] = None, context_dim: int = 0):
+                 context_affine: Optional[nn.Module] = None, context_dim: int = 0,
+                 embedding: Optional[Conditioner] = None):
         super().__init__()
         self.latent = latent
         self.event_dims = len(latent.event_shape)  # 1 for vectors (..., D), 3 for images (..., C, H, W)
@@ -730,9 +733,10 @@ class NormalizingFlow(nn.Module):
         self.flows = flows if isinstance(flows, nn.ModuleList) else nn.ModuleList([flows] if self.single_layer else flows)
         self.context_affine = context_affine
         self.context_dim = context_dim
+        self.embedding = embedding
 
     def _condition(self, x: torch.Tensor, context: Optional[torch.Tensor]):
-        """``x`` and the context (``context_affine`` applied), broadcast to one batch shape."""
+        """``x`` and the context (``context_affine`` and ``embedding`` applied), broadcast to one batch shape."""
         if self.context_dim == 0:
             if context is not None:
                 raise ValueError(f"context: this flow is unconditional, got a context of shape {tuple(context.shape)}")
@@ -742,6 +746,8 @@ class NormalizingFlow(nn.Module):
             raise ValueError(f"context must have shape (..., {self.context_dim}), got {got}")
         if self.context_affine is not None:
             context = self.context_affine.f(context)[0]
+        if self.embedding is not None:
+            (context,) = self.embedding(context)
         event = x.shape[x.ndim - self.event_dims :]
         batch = torch.broadcast_shapes(x.shape[: x.ndim - self.event_dims], context.shape[:-1])
         return x.expand(*batch, *event), context.expand(*batch, context.shape[-1])

@@ -29,7 +29,7 @@ import numpy as np
 from jaxflow.core.init import check_params, params_dtype
 from jaxflow.core.latent import check_latent, resolve_latent
 from jaxflow.core.spec import FlowSpec
-from jaxflow.core.validation import as_context, as_inputs, check_key, embed_context
+from jaxflow.core.validation import as_context, as_inputs, check_key, embed_context, layer_params
 
 if TYPE_CHECKING:  # pragma: no cover
     import distrax  # imported only where a distrax object is made or passed (jaxflow.core.latent)
@@ -41,12 +41,14 @@ Latent = Optional["distrax.Distribution"]
 
 @functools.partial(jax.jit, static_argnames="flow")
 def _forward(flow: FlowSpec, params, x: jax.Array, context) -> tuple[jax.Array, jax.Array]:
-    return flow.layers.forward(params, x, embed_context(flow, context), tuple(flow.event_shape))
+    return flow.layers.forward(layer_params(flow, params), x, embed_context(flow, params, context),
+                               tuple(flow.event_shape))
 
 
 @functools.partial(jax.jit, static_argnames=("flow", "keep_steps"))
 def _inverse(flow: FlowSpec, params, z: jax.Array, context, keep_steps: bool = False):
-    context, shape = embed_context(flow, context), tuple(flow.event_shape)
+    context, shape = embed_context(flow, params, context), tuple(flow.event_shape)
+    params = layer_params(flow, params)
     if keep_steps:
         return flow.layers.inverse_steps(params, z, context, shape)
     return (*flow.layers.inverse(params, z, context, shape), None)

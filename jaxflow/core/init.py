@@ -10,6 +10,9 @@ on a leading axis. For ``RealNVP(dim=5, num_flows=8, hidden_dim=64, num_hidden=2
     conditioner/hidden_0/kernel (8, 64, 64)   conditioner/hidden_0/bias (8, 64)
     conditioner/hidden_1/kernel (8, 64, 64)   conditioner/hidden_1/bias (8, 64)
     conditioner/dims/kernel     (8, 64, 4)    conditioner/dims/bias     (8, 4)
+
+A flow with a context ``embedding`` holds ``{"embedding": <its params>, "layers": <the root
+layer's params>}`` (:class:`~jaxflow.FlowSpec`).
 """
 
 from __future__ import annotations
@@ -52,14 +55,26 @@ def init(flow: FlowSpec, key: jax.Array, dtype=jnp.float32, *, data=None, contex
     return _init_from_data(flow, key, x, None if c is None else c.reshape(-1, flow.context_dim))
 
 
+def _init_tree(flow: FlowSpec, key: jax.Array, dtype, x=None, context=None):
+    """The params pytree; with an embedding ``{"embedding": ..., "layers": ...}``, the layers seeing
+    the context as embedded by the embedding's starting params (:class:`~jaxflow.FlowSpec`)."""
+    shape = tuple(flow.event_shape)
+    if flow.embedding is None:
+        return flow.layers.init(key, shape, flow.context_dim, dtype, x, embed_context(flow, {}, context))
+    embedding_key, key = jax.random.split(key)
+    embedding = {"embedding": flow.embedding.init(embedding_key, flow.context_dim, flow.embedding_dim, dtype)}
+    layers = flow.layers.init(key, shape, flow.embedding_dim, dtype, x, embed_context(flow, embedding, context))
+    return {**embedding, "layers": layers}
+
+
 @functools.partial(jax.jit, static_argnames=("flow", "dtype"))
 def _init(flow: FlowSpec, key: jax.Array, dtype: jnp.dtype):
-    return flow.layers.init(key, tuple(flow.event_shape), flow.context_dim, dtype)
+    return _init_tree(flow, key, dtype)
 
 
 @functools.partial(jax.jit, static_argnames="flow")
 def _init_from_data(flow: FlowSpec, key: jax.Array, x: jax.Array, context):
-    return flow.layers.init(key, tuple(flow.event_shape), flow.context_dim, x.dtype, x, embed_context(flow, context))
+    return _init_tree(flow, key, x.dtype, x, context)
 
 
 @functools.lru_cache(maxsize=256)

@@ -13,12 +13,14 @@ import dataclasses
 import math
 import sys
 import warnings
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from jaxflow.core.layer import Layer, require_int
 from jaxflow.core.serialize import register
+from jaxflow.nets.base import ConditionerNet, check_conditioner
+from jaxflow.nets.resnet import ResNet
 
 __all__ = ["FlowSpec", "Flow"]
 
@@ -35,14 +37,32 @@ class FlowSpec:
     """Base of :class:`Flow` and the presets (:class:`jaxflow.RealNVP`).
 
     Subclasses provide ``event_shape``, ``layers`` (the root layer), ``context_dim`` (``0``:
-    unconditional) and ``context_affine`` (``None``, or a parameter-free layer mapping the raw
-    context before any layer sees it, e.g. its standardisation).
+    unconditional), ``context_affine`` (``None``, or a parameter-free layer mapping the raw
+    context before any layer sees it, e.g. its standardisation), and optionally ``embedding``
+    and ``embedding_dim`` (default ``None`` and ``0``).
+
+    The context every layer (every conditioner) sees is
+
+    .. math::
+
+        e(c) = \\operatorname{embedding}(\\operatorname{context\\_affine}(c)) \\in \\mathbb{R}^{E},
+        \\qquad E = \\texttt{embedding\\_dim}
+
+    (each map skipped where it is ``None``; without an embedding :math:`E` is ``context_dim``),
+    so the conditioners are sized for :attr:`layer_context_dim` inputs of context. The embedding is
+    a conditioner spec (:class:`~jaxflow.MLP`, or your :class:`~jaxflow.FlaxConditioner`) applied
+    as ``embedding.apply(params, c, embedding_dim)``, ``(..., context_dim) -> (..., embedding_dim)``,
+    learned jointly with the flow: its params are the ``"embedding"`` entry of the flow's params,
+    ``{"embedding": <the network's params>, "layers": <the root layer's params>}`` (without an
+    embedding the params are the root layer's alone, :mod:`jaxflow.core.init`).
     """
 
     event_shape: tuple[int, ...]
     layers: Layer
     context_dim: int
     context_affine: Optional[Layer]
+    embedding = None
+    embedding_dim = 0
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -53,6 +73,11 @@ class FlowSpec:
         """Number of coordinates of one event, ``prod(event_shape)``."""
         return math.prod(self.event_shape)
 
+    @property
+    def layer_context_dim(self) -> int:
+        """The size of the context the layers see: ``embedding_dim`` with an embedding, else ``context_dim``."""
+        return self.context_dim if self.embedding is None else self.embedding_dim
+
     def _check(self) -> None:
         name = type(self).__name__
         if not isinstance(self.event_shape, tuple):
@@ -60,10 +85,11 @@ class FlowSpec:
         if not self.event_shape or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.event_shape):
             raise ValueError(f"{name}: event_shape must be a non-empty tuple of positive ints, got {self.event_shape!r}")
         require_int(name, "context_dim", self.context_dim, 0)
+        self._check_embedding()
         if not isinstance(self.layers, Layer):
             raise TypeError(f"{name}: layers must be a jaxflow layer (e.g. jaxflow.Chain(...)), got "
                             f"{type(self.layers).__name__}")
-        self.layers.check(tuple(self.event_shape), self.context_dim)
+        self.layers.check(tuple(self.event_shape), self.layer_context_dim)
         if self.layers.output_shape(tuple(self.event_shape)) != tuple(self.event_shape):
             raise ValueError(f"{name}: the layers map event shape {tuple(self.event_shape)} to "
                              f"{self.layers.output_shape(tuple(self.event_shape))}; the latent must have the data's shape")
@@ -74,6 +100,21 @@ class FlowSpec:
                 raise ValueError(f"{name}: context_affine needs a conditional flow (context_dim > 0)")
             self.context_affine.check((self.context_dim,), 0)
 
+    def _check_embedding(self) -> None:
+        name = type(self).__name__
+        if self.embedding is None:
+            if self.embedding_dim != 0:
+                raise ValueError(f"{name}: embedding_dim is the output size of an embedding; got embedding_dim="
+                                 f"{self.embedding_dim!r} without an embedding")
+            return
+        if self.context_dim == 0:
+            raise ValueError(f"{name}: an embedding needs a conditional flow (context_dim > 0)")
+        if isinstance(self.embedding, (type, ResNet)) or not isinstance(self.embedding, ConditionerNet):
+            raise TypeError(f"{name}: embedding must be a network of context vectors (jaxflow.MLP or a "
+                            f"jaxflow.FlaxConditioner), got {self.embedding!r}")
+        check_conditioner(f"{name} embedding", self.embedding)  # hashable
+        require_int(name, "embedding_dim (the size of the embedded context every conditioner sees)",
+                    self.embedding_dim, 1)
 
     def _check_every_coordinate_transformed(self) -> None:
         """Warn, in one line, of coordinates of a vector event that no coupling transforms (e.g. an
@@ -97,12 +138,18 @@ class Flow(FlowSpec):
         coupling's conditioner sees ``concat(x_cond, c)``. ``0``: unconditional.
       context_affine: optional parameter-free layer applied to ``c`` first (the trainer's
         standardisation of the context).
+      embedding: optional learned network mapping the context to the vector every coupling's
+        conditioner sees instead of ``c`` (:class:`FlowSpec`): :class:`~jaxflow.MLP` or a
+        :class:`~jaxflow.FlaxConditioner`.
+      embedding_dim: the size of the embedded context (``>= 1`` with an ``embedding``; ``0`` without).
     """
 
     event_shape: tuple[int, ...]
     layers: Layer
     context_dim: int = 0
     context_affine: Optional[Layer] = None
+    embedding: Optional[Any] = None
+    embedding_dim: int = 0
 
     def __post_init__(self):
         if isinstance(self.event_shape, (list, tuple)):

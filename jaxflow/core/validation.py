@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxflow.core.spec import FlowSpec
 
-__all__ = ["check_flow", "check_key", "describe", "as_events", "as_context", "as_inputs", "embed_context"]
+__all__ = ["check_flow", "check_key", "describe", "as_events", "as_context", "as_inputs", "embed_context", "layer_params"]
 
 
 def check_flow(flow, where: str = "") -> None:
@@ -108,8 +108,18 @@ def as_inputs(flow: FlowSpec, value, context, name: str, dtype) -> tuple[jax.Arr
             jnp.broadcast_to(c, batch + (flow.context_dim,)))
 
 
-def embed_context(flow: FlowSpec, context: Optional[jax.Array]) -> Optional[jax.Array]:
-    """The context as the layers see it: ``flow.context_affine`` applied, if any (traced code)."""
-    if context is None or flow.context_affine is None:
-        return context
-    return flow.context_affine.forward({}, context, None, (flow.context_dim,))[0]
+def layer_params(flow: FlowSpec, params):
+    """The root layer's part of the flow's ``params``: ``params["layers"]`` with an embedding, else all of them."""
+    return params if flow.embedding is None else params["layers"]
+
+
+def embed_context(flow: FlowSpec, params, context: Optional[jax.Array]) -> Optional[jax.Array]:
+    """The context as the layers see it (traced code): ``flow.context_affine``, then
+    ``flow.embedding`` with ``params["embedding"]``, each applied if present (:class:`FlowSpec`)."""
+    if context is None:
+        return None
+    if flow.context_affine is not None:
+        context = flow.context_affine.forward({}, context, None, (flow.context_dim,))[0]
+    if flow.embedding is not None:
+        context = flow.embedding.apply(params["embedding"], context, flow.embedding_dim)
+    return context

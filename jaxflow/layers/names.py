@@ -1,7 +1,7 @@
 """The names of the layers' options: masks, scale maps, permutations (one home each, no jax here,
 so that the command line's parser and ``--help`` load without it)."""
 
-__all__ = ["MASKS", "IMAGE_MASKS", "VECTOR_MASKS", "SCALES", "PERMUTATIONS", "PREPROCESSING", "VECTOR_FLOWS"]
+__all__ = ["MASKS", "IMAGE_MASKS", "VECTOR_MASKS", "SCALES", "PERMUTATIONS", "PREPROCESSING", "VECTOR_FLOWS", "IMAGE_FLOWS"]
 
 #: named coupling masks of vector events (:mod:`jaxflow.layers.masks`); a tuple of bools is the explicit form
 MASKS = ("half", "alternate")
@@ -26,3 +26,7 @@ PREPROCESSING = ("standardize", "logit", "none")
 #: the neural spline flow ``nsf`` (:class:`jaxflow.NeuralSplineFlow`), the masked autoregressive
 #: flow ``maf`` (:class:`jaxflow.MAF`) and the autoregressive spline flow ``nsf-ar``
 VECTOR_FLOWS = ("realnvp", "nsf", "maf", "nsf-ar")
+
+#: the command line's flows of image data: ``realnvp`` (:class:`jaxflow.MultiScaleRealNVP`) or ``glow``
+#: (:class:`jaxflow.Glow`)
+IMAGE_FLOWS = ("realnvp", "glow")
