@@ -18,7 +18,6 @@ standard error and effective sample size. Prints one table per target; ``--out``
 """
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -32,7 +31,7 @@ from scipy.stats import norm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # vi_common, from any working directory
 from vi_common import (GUIDES, fit_guide, realnvp, result_dict, row, score_guide,  # noqa: E402
-                       unconstrained_log_density)
+                       unconstrained_log_density, write_results)
 
 from jaxflow import train  # noqa: E402
 
@@ -101,10 +100,7 @@ def main():
                                                         args.samples, seed), seconds))
             print(row(method, runs), flush=True)
             results[target]["methods"][method] = runs
-    if args.out:
-        with open(args.out, "w") as out:
-            json.dump({"args": vars(args), "results": results}, out, indent=2)
-        print(f"wrote {args.out}")
+    write_results(args, results)
 
 
 if __name__ == "__main__":

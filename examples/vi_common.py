@@ -12,6 +12,7 @@ Imported by the scripts beside it (``python examples/vi_*.py`` puts this folder 
 
 from __future__ import annotations
 
+import json
 import time
 
 import jax
@@ -94,3 +95,11 @@ def result_dict(estimate, seconds: float) -> dict:
     return {"elbo": estimate.elbo, "elbo_stderr": estimate.elbo_stderr, "log_z": estimate.log_z,
             "log_z_stderr": estimate.log_z_stderr, "ess_fraction": estimate.ess / estimate.num_samples,
             "seconds": seconds}
+
+
+def write_results(args, results: dict) -> None:
+    """``{"args": ..., "results": ...}`` as JSON to ``args.out``, if given."""
+    if args.out:
+        with open(args.out, "w") as out:
+            json.dump({"args": vars(args), "results": results}, out, indent=2)
+        print(f"wrote {args.out}")

@@ -19,7 +19,6 @@ own mean and sd of ``log tau`` (a guide that misses the funnel's neck puts it to
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -32,7 +31,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # vi_common, from any working directory
-from vi_common import GUIDES, fit_guide, result_dict, row, score_guide, unconstrained_log_density  # noqa: E402
+from vi_common import GUIDES, fit_guide, result_dict, row, score_guide, unconstrained_log_density, write_results  # noqa: E402
 
 from jaxflow import train  # noqa: E402
 
@@ -94,10 +93,7 @@ def main():
         results["methods"][method] = runs
         print(f"{row(method, runs)}   log tau {np.mean([r['log_tau_mean'] for r in runs]):6.3f} +- "
               f"{np.mean([r['log_tau_sd'] for r in runs]):.3f}", flush=True)
-    if args.out:
-        with open(args.out, "w") as out:
-            json.dump({"args": vars(args), "results": results}, out, indent=2)
-        print(f"wrote {args.out}")
+    write_results(args, results)
 
 
 if __name__ == "__main__":

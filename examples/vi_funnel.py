@@ -18,7 +18,6 @@ from the warmed-up state, so that compilation is not counted; SVI time is report
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ from numpyro.infer import MCMC, NUTS
 from numpyro.infer.reparam import NeuTraReparam
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # vi_common, from any working directory
-from vi_common import GUIDES, fit_guide, score_guide, unconstrained_log_density  # noqa: E402
+from vi_common import GUIDES, fit_guide, score_guide, unconstrained_log_density, write_results  # noqa: E402
 
 from jaxflow import train  # noqa: E402
 
@@ -104,10 +103,7 @@ def main():
               else " " * 73)
         print(f"{method:31s} {vi} | divergences {mean('divergences'):6.1f}  y {mean('y_mean'):5.2f} +- "
               f"{mean('y_sd'):4.2f}  ESS {mean('ess'):6.0f}  ESS/s {mean('ess_per_second'):7.0f}", flush=True)
-    if args.out:
-        with open(args.out, "w") as out:
-            json.dump({"args": vars(args), "results": results}, out, indent=2)
-        print(f"wrote {args.out}")
+    write_results(args, results)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,24 @@ from jaxflow.nets.resnet import ResNet
 __all__ = ["RealNVP", "MultiScaleRealNVP", "Glow", "NeuralSplineFlow", "MAF"]
 
 
+def _check_vector_preset(spec, layers: str) -> None:
+    """The fields a vector preset shares, in one-line errors: ``dim >= 2``, the number of layers
+    (the field named ``layers``) and ``scan_unroll`` (``True`` normalised to that number: ``1 ==
+    True`` in Python, so a bool would collide in jit's cache); then the layers themselves, each
+    error prefixed with the preset's name."""
+    name = type(spec).__name__
+    require_int(name, "dim", spec.dim, 2)
+    require_int(name, layers, getattr(spec, layers), 1, 2**16)
+    if isinstance(spec.scan_unroll, bool):
+        object.__setattr__(spec, "scan_unroll", getattr(spec, layers) if spec.scan_unroll else 1)
+    require_int(name, "scan_unroll", spec.scan_unroll, 1)
+    try:
+        spec.layers
+        spec._check()
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{name}: {str(err).split(': ', 1)[-1]}") from None
+
+
 def _check_image_preset(spec, num_squeezes: int, steps: str) -> None:
     """The fields an image preset shares, in one-line errors: ``event_shape`` a tuple ``(H, W, C)``
     with ``H`` and ``W`` divisible by ``2 ** num_squeezes``, ``num_scales``, the steps per scale (the
@@ -115,20 +133,11 @@ class RealNVP(FlowSpec):
     context_affine = None
 
     def __post_init__(self):
-        require_int("RealNVP", "dim", self.dim, 2)
-        require_int("RealNVP", "num_flows", self.num_flows, 1, 2**16)
         require_int("RealNVP", "hidden_dim", self.hidden_dim, 1, 2**16)
         require_int("RealNVP", "num_hidden", self.num_hidden, 0, 1024)
         if self.scale not in SCALES:
             raise ValueError(f"RealNVP: scale must be one of {SCALES}, got {self.scale!r}")
-        if isinstance(self.scan_unroll, bool):
-            # normalised to an int: 1 == True in Python, so a bool would collide in jit's cache
-            object.__setattr__(self, "scan_unroll", self.num_flows if self.scan_unroll else 1)
-        require_int("RealNVP", "scan_unroll", self.scan_unroll, 1)
-        try:
-            self._check()
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"RealNVP: {str(err).split(': ', 1)[-1]}") from None
+        _check_vector_preset(self, "num_flows")
 
     @property
     def event_shape(self) -> tuple[int]:
@@ -382,18 +391,9 @@ class NeuralSplineFlow(FlowSpec):
     context_affine = None
 
     def __post_init__(self):
-        require_int("NeuralSplineFlow", "dim", self.dim, 2)
-        require_int("NeuralSplineFlow", "num_layers", self.num_layers, 1, 2**16)
         if not isinstance(self.autoregressive, bool):
             raise TypeError(f"NeuralSplineFlow: autoregressive must be a bool, got {self.autoregressive!r}")
-        if isinstance(self.scan_unroll, bool):  # normalised to an int, as RealNVP's
-            object.__setattr__(self, "scan_unroll", self.num_layers if self.scan_unroll else 1)
-        require_int("NeuralSplineFlow", "scan_unroll", self.scan_unroll, 1)
-        try:
-            self.layers
-            self._check()
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"NeuralSplineFlow: {str(err).split(': ', 1)[-1]}") from None
+        _check_vector_preset(self, "num_layers")
 
     @property
     def event_shape(self) -> tuple[int]:
@@ -473,16 +473,7 @@ class MAF(FlowSpec):
     context_affine = None
 
     def __post_init__(self):
-        require_int("MAF", "dim", self.dim, 2)
-        require_int("MAF", "num_layers", self.num_layers, 1, 2**16)
-        if isinstance(self.scan_unroll, bool):  # normalised to an int, as RealNVP's
-            object.__setattr__(self, "scan_unroll", self.num_layers if self.scan_unroll else 1)
-        require_int("MAF", "scan_unroll", self.scan_unroll, 1)
-        try:
-            self.layers
-            self._check()
-        except (TypeError, ValueError) as err:
-            raise type(err)(f"MAF: {str(err).split(': ', 1)[-1]}") from None
+        _check_vector_preset(self, "num_layers")
 
     @property
     def event_shape(self) -> tuple[int]:
