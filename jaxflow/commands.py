@@ -327,7 +327,7 @@ def _fit_locked(splits: Splits, flow: FlowSpec, config: TrainConfig, run: dict, 
                      context_val=splits.val_context, state=previous and previous.state, checkpoint=save,
                      progress=not quiet, mesh=mesh, log=log)
     except TrainingDiverged as err:
-        raise CLIError(f"{err} (in {run_dir})") from None
+        raise CLIError(f"{err} (in {run_dir}; --lr, --scale tanh)") from None
     state = result.state
     if result.status == "interrupted":
         raise _Interrupted(result.signal, f"interrupted at step {state.step}; checkpoint saved in {run_dir}; "

@@ -457,7 +457,7 @@ class TrainingDiverged(RuntimeError):
         kept = ("no checkpoint was written yet" if last_checkpoint_step is None
                 else f"the last good checkpoint (step {last_checkpoint_step}) is kept")
         super().__init__(f"training diverged: the loss is {loss} at step {step}; {kept}; "
-                         "try the stable scale 'tanh' (--scale tanh) or a smaller learning rate (--lr)")
+                         "try a smaller learning rate, or couplings with the stable scale 'tanh'")
 
 
 @contextlib.contextmanager
