@@ -17,7 +17,6 @@ draws: the ELBO (<= log Z; the gap is KL(q || p)) and the importance-weighted lo
 standard error and effective sample size. Prints one table per target; ``--out`` writes the numbers as JSON.
 """
 
-import argparse
 import math
 import os
 import sys
@@ -30,7 +29,7 @@ import numpyro.distributions as dist
 from scipy.stats import norm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # vi_common, from any working directory
-from vi_common import (GUIDES, fit_guide, realnvp, result_dict, row, score_guide,  # noqa: E402
+from vi_common import (GUIDES, budget_parser, fit_guide, parse_checked, realnvp, result_dict, row, score_guide,  # noqa: E402
                        unconstrained_log_density, write_results)
 
 from jaxflow import train  # noqa: E402
@@ -63,19 +62,9 @@ def model_of(log_density):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = budget_parser(__doc__.splitlines()[0], ["jaxflow fit_vi RealNVP", *GUIDES])
     parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=sorted(TARGETS))
-    parser.add_argument("--methods", nargs="+", choices=["jaxflow fit_vi RealNVP", *GUIDES],
-                        default=["jaxflow fit_vi RealNVP", *GUIDES])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=64, help="draws per step (default 64)")
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--samples", type=int, default=20_000, help="draws that score each fit (default 20000)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", metavar="FILE.json", help="write the numbers here (its folder must exist)")
-    args = parser.parse_args()
-    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        parser.error(f"{args.out}: its folder does not exist")
+    args = parse_checked(parser)
 
     print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()[0].platform}; {args.steps} steps of "
           f"{args.batch_size} draws, lr {args.lr}, scored on {args.samples} draws, seeds {args.seeds}")

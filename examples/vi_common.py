@@ -12,7 +12,9 @@ Imported by the scripts beside it (``python examples/vi_*.py`` puts this folder 
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import time
 
 import jax
@@ -103,3 +105,26 @@ def write_results(args, results: dict) -> None:
         with open(args.out, "w") as out:
             json.dump({"args": vars(args), "results": results}, out, indent=2)
         print(f"wrote {args.out}")
+
+
+def budget_parser(description: str, methods: list[str]) -> argparse.ArgumentParser:
+    """The examples' shared options: ``--methods`` (of ``methods``, all by default), the one budget
+    every method gets (``--steps`` Adam steps of ``--batch-size`` draws at ``--lr``, scored on
+    ``--samples`` draws), ``--seeds`` and ``--out``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--methods", nargs="+", choices=methods, default=methods)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=64, help="draws per step (default 64)")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--samples", type=int, default=20_000, help="draws that score each method (default 20000)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--out", metavar="FILE.json", help="write the numbers here (its folder must exist)")
+    return parser
+
+
+def parse_checked(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """``parser``'s arguments; ``--out`` in a folder that does not exist is a one-line usage error."""
+    args = parser.parse_args()
+    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        parser.error(f"{args.out}: its folder does not exist")
+    return args

@@ -18,7 +18,6 @@ ELBO (<= log p(y)), importance-weighted log p(y) with its standard error and ESS
 own mean and sd of ``log tau`` (a guide that misses the funnel's neck puts it too high and too narrow).
 """
 
-import argparse
 import os
 import sys
 
@@ -31,7 +30,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # vi_common, from any working directory
-from vi_common import GUIDES, fit_guide, result_dict, row, score_guide, unconstrained_log_density, write_results  # noqa: E402
+from vi_common import GUIDES, budget_parser, fit_guide, parse_checked, result_dict, row, score_guide, unconstrained_log_density, write_results  # noqa: E402
 
 from jaxflow import train  # noqa: E402
 
@@ -62,17 +61,7 @@ def exact(points: int = 20_001) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", choices=sorted(GUIDES), default=list(GUIDES))
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--samples", type=int, default=20_000, help="draws that score each guide (default 20000)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", metavar="FILE.json", help="write the numbers here (its folder must exist)")
-    args = parser.parse_args()
-    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        parser.error(f"{args.out}: its folder does not exist")
+    args = parse_checked(budget_parser(__doc__.splitlines()[0], list(GUIDES)))
 
     truth = exact()
     print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()[0].platform}; {args.steps} steps of "

@@ -17,7 +17,6 @@ ESS of ``y`` and ``y^2`` (the lesser) and the ESS per second of sampling (a seco
 from the warmed-up state, so that compilation is not counted; SVI time is reported apart).
 """
 
-import argparse
 import os
 import sys
 import time
@@ -32,7 +31,7 @@ from numpyro.infer import MCMC, NUTS
 from numpyro.infer.reparam import NeuTraReparam
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # vi_common, from any working directory
-from vi_common import GUIDES, fit_guide, score_guide, unconstrained_log_density, write_results  # noqa: E402
+from vi_common import GUIDES, budget_parser, fit_guide, parse_checked, score_guide, unconstrained_log_density, write_results  # noqa: E402
 
 from jaxflow import train  # noqa: E402
 
@@ -58,19 +57,10 @@ def nuts(model, warmup: int, draws: int, seed: int, to_y):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", choices=["NUTS alone", *GUIDES], default=["NUTS alone", *GUIDES])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--samples", type=int, default=20_000, help="draws that score each guide (default 20000)")
+    parser = budget_parser(__doc__.splitlines()[0], ["NUTS alone", *GUIDES])
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--draws", type=int, default=1000)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", metavar="FILE.json", help="write the numbers here (its folder must exist)")
-    args = parser.parse_args()
-    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        parser.error(f"{args.out}: its folder does not exist")
+    args = parse_checked(parser)
 
     print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()[0].platform}; funnel D = {DIM}; SVI "
           f"{args.steps} steps of {args.batch_size} draws, lr {args.lr}; NUTS {args.warmup} + {args.draws}; "
